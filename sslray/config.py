@@ -1,0 +1,400 @@
+"""The one typed configuration schema of sslray.
+
+A run is described by :class:`Config` (data, views, model, loss, optim, train, eval). It is loaded
+from YAML, overridden from the command line as ``key.sub=value`` and validated *before any data is
+read*: unknown keys, wrong types and out-of-range values raise one :class:`ConfigError` naming the
+field and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad configuration: the message names the field and the allowed values."""
+
+
+# --------------------------------------------------------------------------------------- schema
+@dataclass
+class DataConfig:
+    source: str = "cifar10"  # cifar10 | cifar100 | stl10 | imagefolder | parquet | synthetic
+    root: str = "./data"  # torchvision files or <root>/<name>/{train,test}.parquet
+    train_path: str | None = None  # imagefolder / parquet: file, folder of shards or URI
+    test_path: str | None = None
+    image_column: str = "image"
+    label_column: str = "label"
+    num_classes: int | None = None  # known class count; labels outside [0, n) are errors
+    image_size: int | None = None  # resize decoded images to this square size (None: keep)
+    download: bool = True  # torchvision download when no local copy exists
+    limit: int | None = None  # class-stratified subset of the training split: this many images
+    fraction: float | None = None  # ... or this fraction of it
+    test_limit: int | None = None  # class-stratified subset of the test split
+    cache_dir: str | None = None  # decoded uint8 arrays are cached here (None: no cache)
+    # synthetic source (tests and smoke runs only)
+    synthetic_classes: int = 10
+    synthetic_train_size: int = 512
+    synthetic_test_size: int = 256
+    synthetic_image_size: int = 32
+
+
+@dataclass
+class ViewConfig:
+    """The augmentation of one view; semantics as torchvision's transforms."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5  # on the [0, 1] scale (torchvision's 128 for uint8)
+
+
+@dataclass
+class ViewsConfig:
+    preset: str = "symmetric"  # symmetric | asymmetric | custom (view1/view2 fields override)
+    size: int = 32  # output side length of each view
+    view1: ViewConfig = field(default_factory=ViewConfig)
+    view2: ViewConfig = field(default_factory=ViewConfig)
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "resnet18"  # resnet18 | resnet50 | small_cnn
+    stem: str = "auto"  # cifar | imagenet | auto (cifar for images <= 64 px)
+    projector: str = "2048-2048-2048"  # hidden-...-output widths: Linear-BN-ReLU, plain last Linear
+    width: int = 64  # small_cnn base width
+    sync_batchnorm: bool = True  # only used with more than one worker
+
+
+@dataclass
+class LossConfig:
+    name: str = "vicreg"
+    params: dict[str, float] = field(default_factory=dict)  # paper-named; see sslray.losses
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"  # sgd | adamw | lars
+    lr: float = 0.3  # base lr for a batch of `lr_batch_size`; scaled linearly by the batch size
+    lr_batch_size: int = 256
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    eta: float = 0.02  # LARS trust coefficient
+    warmup_epochs: float = 10.0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    probe_lr: float = 1e-3  # online linear probe (AdamW on detached features)
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 256  # per-process batch
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    channels_last: str = "auto"  # auto (on CUDA) | true | false
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
+    output_dir: str = "runs"
+    run_name: str | None = None  # default: <loss>-<encoder>-<timestamp>
+    checkpoint_every: int = 10  # epochs; a checkpoint is always written at the end
+    keep_checkpoints: int = 2
+    resume: str | None = None  # checkpoint path, or "auto" for the run dir's latest
+    log_every: int = 50  # steps between progress-line refreshes
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1  # epochs between kNN / probe / collapse evaluations (0: only at the end)
+    knn_k: int = 200
+    knn_t: float = 0.1
+    knn_chunk: int = 1024  # test rows scored at a time (memory: chunk x train rows)
+    probe_epochs: int = 100  # offline linear probe on frozen features
+    probe_lr: float = 1e-2
+    probe_batch_size: int = 256
+    feature_batch_size: int = 512
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+# ------------------------------------------------------------------------------- view presets
+def view_preset(name: str) -> tuple[dict, dict]:
+    """Per-view defaults of a preset, as dicts of :class:`ViewConfig` fields.
+
+    symmetric  -- both views identical (the usual CIFAR recipe: no blur, light solarization).
+    asymmetric -- BYOL / VICReg ImageNet augmentation: blur 1.0 / 0.1, solarize 0.0 / 0.2.
+    custom     -- ViewConfig defaults; set every field yourself.
+    """
+    if name == "symmetric":
+        v = {"blur_p": 0.0, "solarize_p": 0.1}
+        return dict(v), dict(v)
+    if name == "asymmetric":
+        return {"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.2}
+    if name == "custom":
+        return {}, {}
+    raise ConfigError(f"views.preset: unknown preset {name!r}; allowed: symmetric, asymmetric, custom")
+
+
+# ------------------------------------------------------------------------------------ loading
+def load_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML file (or dict), apply ``key.sub=value`` overrides, validate, return Config."""
+    if source is None:
+        raw: dict = {}
+    elif isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value else None)
+    cfg = from_dict(raw)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(raw: dict) -> Config:
+    raw = copy.deepcopy(raw)
+    views = raw.get("views")
+    if isinstance(views, dict):  # a preset provides per-view defaults that explicit fields override
+        v1, v2 = view_preset(views.get("preset", ViewsConfig.preset))
+        views["view1"] = {**v1, **(views.get("view1") or {})}
+        views["view2"] = {**v2, **(views.get("view2") or {})}
+    elif views is None:
+        v1, v2 = view_preset(ViewsConfig.preset)
+        raw["views"] = {"view1": v1, "view2": v2}
+    return _build(Config, raw, "")
+
+
+def _set_path(raw: dict, keys: list[str], value: Any) -> None:
+    node = raw
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {k} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(names))}")
+    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, name + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{name}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{name}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool) and name.endswith("channels_last"):  # YAML reads true/false
+            return str(value).lower()
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------- validation
+def _choice(name: str, value: Any, allowed: list) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+def _range(name: str, value: float | None, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False) -> None:
+    if value is None:
+        return
+    bad = (lo is not None and (value < lo or (lo_open and value == lo))) or \
+          (hi is not None and (value > hi or (hi_open and value == hi)))
+    if bad:
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        interval = f"{'(' if lo_open or lo is None else '['}{lo_s}, {hi_s}{')' if hi_open or hi is None else ']'}"
+        raise ConfigError(f"{name}: {value!r} is out of range; allowed: {interval}")
+
+
+def validate(cfg: Config) -> None:
+    """Check every value; raise ConfigError naming the first bad field. Reads no data."""
+    from sslray import data as data_mod
+    from sslray import losses, models
+
+    d = cfg.data
+    _choice("data.source", d.source, list(data_mod.SOURCES))
+    if d.source in ("imagefolder", "parquet") and not d.train_path:
+        raise ConfigError(f"data.train_path: required for data.source={d.source} (a file, folder or URI)")
+    _range("data.num_classes", d.num_classes, 1)
+    _range("data.image_size", d.image_size, 8)
+    _range("data.limit", d.limit, 1)
+    _range("data.test_limit", d.test_limit, 1)
+    _range("data.fraction", d.fraction, 0, 1, lo_open=True)
+    if d.limit is not None and d.fraction is not None:
+        raise ConfigError("data.limit / data.fraction: set at most one of them")
+    _range("data.synthetic_classes", d.synthetic_classes, 2)
+    _range("data.synthetic_train_size", d.synthetic_train_size, 2)
+    _range("data.synthetic_test_size", d.synthetic_test_size, 1)
+    _range("data.synthetic_image_size", d.synthetic_image_size, 8)
+
+    v = cfg.views
+    _choice("views.preset", v.preset, ["symmetric", "asymmetric", "custom"])
+    _range("views.size", v.size, 8)
+    for i, vc in ((1, v.view1), (2, v.view2)):
+        p = f"views.view{i}."
+        for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p", "solarize_threshold"):
+            _range(p + name, getattr(vc, name), 0, 1)
+        for name in ("brightness", "contrast", "saturation"):
+            _range(p + name, getattr(vc, name), 0)
+        _range(p + "hue", vc.hue, 0, 0.5)
+        lo, hi = vc.crop_scale
+        _range(p + "crop_scale[0]", lo, 0, 1, lo_open=True)
+        _range(p + "crop_scale[1]", hi, lo, 1)
+        lo, hi = vc.crop_ratio
+        _range(p + "crop_ratio[0]", lo, 0, lo_open=True)
+        _range(p + "crop_ratio[1]", hi, lo)
+        lo, hi = vc.blur_sigma
+        _range(p + "blur_sigma[0]", lo, 0, lo_open=True)
+        _range(p + "blur_sigma[1]", hi, lo)
+    for i, s in enumerate(v.std):
+        _range(f"views.std[{i}]", s, 0, lo_open=True)
+
+    m = cfg.model
+    _choice("model.encoder", m.encoder, list(models.ENCODERS))
+    _choice("model.stem", m.stem, ["auto", "cifar", "imagenet"])
+    _range("model.width", m.width, 1)
+    try:
+        dim = models.projector_dims(m.projector)[-1]
+    except ValueError as e:
+        raise ConfigError(f"model.projector: {e}") from None
+
+    _choice("loss.name", cfg.loss.name, list(losses.LOSSES))
+    try:
+        losses.build_loss(cfg.loss.name, cfg.loss.params, dim=dim)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"loss.params: {e}") from None
+
+    o = cfg.optim
+    _choice("optim.name", o.name, ["sgd", "adamw", "lars"])
+    _range("optim.lr", o.lr, 0, lo_open=True)
+    _range("optim.lr_batch_size", o.lr_batch_size, 1)
+    _range("optim.weight_decay", o.weight_decay, 0)
+    _range("optim.momentum", o.momentum, 0, 1, hi_open=True)
+    _range("optim.betas[0]", o.betas[0], 0, 1, hi_open=True)
+    _range("optim.betas[1]", o.betas[1], 0, 1, hi_open=True)
+    _range("optim.eta", o.eta, 0, lo_open=True)
+    _range("optim.warmup_epochs", o.warmup_epochs, 0)
+    _range("optim.min_lr_ratio", o.min_lr_ratio, 0, 1)
+    _range("optim.probe_lr", o.probe_lr, 0, lo_open=True)
+    _range("optim.grad_clip", o.grad_clip, 0, lo_open=True)
+
+    t = cfg.train
+    _range("train.epochs", t.epochs, 1)
+    _range("train.batch_size", t.batch_size, 2)
+    _choice("train.device", t.device, ["auto", "cpu", "cuda"])
+    _choice("train.precision", t.precision, ["auto", "fp32", "bf16"])
+    _choice("train.channels_last", str(t.channels_last).lower(), ["auto", "true", "false"])
+    _range("train.num_threads", t.num_threads, 1)
+    _range("train.checkpoint_every", t.checkpoint_every, 0)
+    _range("train.keep_checkpoints", t.keep_checkpoints, 1)
+    _range("train.log_every", t.log_every, 1)
+
+    e = cfg.eval
+    _range("eval.every", e.every, 0)
+    _range("eval.knn_k", e.knn_k, 1)
+    _range("eval.knn_t", e.knn_t, 0, lo_open=True)
+    _range("eval.knn_chunk", e.knn_chunk, 1)
+    _range("eval.probe_epochs", e.probe_epochs, 0)
+    _range("eval.probe_lr", e.probe_lr, 0, lo_open=True)
+    _range("eval.probe_batch_size", e.probe_batch_size, 1)
+    _range("eval.feature_batch_size", e.feature_batch_size, 1)
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples to lists, recursively, so the dict round-trips through YAML and JSON."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
