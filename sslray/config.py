@@ -79,7 +79,7 @@ class ModelConfig:
     encoder: str = "resnet18"  # resnet18 | resnet50 | small_cnn
     stem: str = "auto"  # cifar | imagenet | auto (cifar for images <= 64 px)
     projector: str = "2048-2048-2048"  # hidden-...-output widths: Linear-BN-ReLU, plain last Linear
-    width: int = 64  # small_cnn base width
+    width: int = 32  # small_cnn base width (representation = 8 x width)
     sync_batchnorm: bool = True  # only used with more than one worker
 
 

@@ -1,0 +1,100 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, reusable downstream.
+
+A checkpoint is one ``torch.save`` dict holding only tensors and plain Python values, so it loads
+with ``torch.load(weights_only=True)`` (no pickled code runs on load):
+
+    {"format": 1, "epoch": completed epochs, "config": Config.to_dict(),
+     "model": SSLModel.state_dict()     (encoder.*, projector.*, probe.*),
+     "loss": loss.state_dict()          (e.g. TiCo's running covariance C),
+     "optimizer": ..., "probe_optimizer": ..., "rng": {"torch": ..., "cuda": [...]},
+     "metrics": the epoch's metrics, "num_classes": int}
+
+Writes go to a temporary file in the same folder and are moved into place with ``os.replace``, so
+a crash mid-write never leaves a truncated checkpoint under the final name.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = 1
+_NAME = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():  # a run directory or a checkpoints folder: take the latest
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no epoch_*.pt checkpoint under {path}")
+        path = found
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an sslray checkpoint (format {FORMAT})")
+    return state
+
+
+def checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
+    return Path(ckpt_dir) / f"epoch_{epoch:04d}.pt"
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if (folder / "checkpoints").is_dir():
+        folder = folder / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    for p in list_checkpoints(folder)[:-keep]:
+        p.unlink(missing_ok=True)
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The trained encoder of a checkpoint (file or run directory), in eval mode.
+
+    The returned module maps normalised images to representations. Its ``sslray_config``
+    attribute holds the run's config; preprocess uint8 images with
+    ``sslray.views.eval_view(images, cfg.views)``.
+    """
+    from sslray.config import from_dict
+    from sslray.models import build_encoder
+
+    state = load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    enc = build_encoder(cfg.model.encoder, cfg.model.stem, cfg.views.size, cfg.model.width)
+    prefix = "encoder."
+    enc.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    enc.sslray_config = cfg
+    return enc.to(device).eval()

@@ -1,0 +1,108 @@
+"""Encoders and the projector.
+
+The encoder output is the *representation* (what kNN / linear probes and downstream users see);
+the projector output is the *embedding* the SSL loss sees. They are kept separate on purpose:
+every method here evaluates the representation, never the embedding.
+
+- ``resnet18`` / ``resnet50``: torchvision's ResNets, randomly initialised. The CIFAR stem (3x3
+  stride-1 conv, no max-pool) keeps 32 px images at 32x32 into layer1; the ImageNet stem (7x7
+  stride-2 conv + max-pool) is for large images. ``stem: auto`` picks CIFAR for images <= 64 px.
+  Using the ImageNet stem on CIFAR is the classic reason for results far below published figures.
+- ``small_cnn``: five 3x3 conv-BN-ReLU layers, for CPU runs (~17 M MACs per 32 px image at width
+  32, vs ~555 M for a CIFAR ResNet-18).
+"""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+ENCODERS = ("resnet18", "resnet50", "small_cnn")
+
+
+def projector_dims(spec: str) -> list[int]:
+    """Parse ``"2048-2048-2048"`` into widths; raises ValueError with the expected format."""
+    try:
+        dims = [int(p) for p in str(spec).split("-")]
+    except ValueError:
+        raise ValueError(f"{spec!r} is not a projector spec; expected widths like '2048-2048-2048'") from None
+    if not dims or any(d < 1 for d in dims):
+        raise ValueError(f"{spec!r}: every width must be a positive integer, e.g. '2048-2048-2048'")
+    return dims
+
+
+class Projector(nn.Sequential):
+    """Linear-BN-ReLU blocks and a plain last Linear (VICReg / Barlow Twins style)."""
+
+    def __init__(self, in_dim: int, spec: str):
+        dims = [in_dim] + projector_dims(spec)
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-2], dims[1:-1]):
+            layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(dims[-2], dims[-1], bias=False))
+        super().__init__(*layers)
+        self.out_dim = dims[-1]
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Sequential):
+    """Five conv layers, widths w, 2w, 4w, 8w, 8w, max-pooling after the first four."""
+
+    def __init__(self, width: int = 32):
+        w = width
+        super().__init__(
+            *_conv_bn_relu(3, w), nn.MaxPool2d(2),
+            *_conv_bn_relu(w, 2 * w), nn.MaxPool2d(2),
+            *_conv_bn_relu(2 * w, 4 * w), nn.MaxPool2d(2),
+            *_conv_bn_relu(4 * w, 8 * w), nn.MaxPool2d(2),
+            *_conv_bn_relu(8 * w, 8 * w),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.out_dim = 8 * w
+
+
+def build_encoder(name: str, stem: str = "auto", image_size: int = 32, width: int = 32) -> nn.Module:
+    """An encoder with attribute ``out_dim`` (the representation width)."""
+    if name == "small_cnn":
+        return SmallCNN(width)
+    if name not in ("resnet18", "resnet50"):
+        raise ValueError(f"model.encoder: unknown encoder {name!r}; allowed: {', '.join(ENCODERS)}")
+    net = getattr(torchvision.models, name)(weights=None)
+    if stem == "cifar" or (stem == "auto" and image_size <= 64):
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    net.out_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net
+
+
+class SSLModel(nn.Module):
+    """Encoder + projector + online linear probe.
+
+    The probe sits on *detached* representations, so it never shapes the encoder; it gives one
+    cheap accuracy figure per epoch (solo-learn's online probe).
+    """
+
+    def __init__(self, encoder: nn.Module, projector_spec: str, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = Projector(encoder.out_dim, projector_spec)
+        self.probe = nn.Linear(encoder.out_dim, num_classes)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+        # One encoder pass on both views (the official VICReg code makes two): BatchNorm statistics
+        # then cover both views, and DDP sees a single forward per step; one large conv batch is
+        # also cheaper than two half-size ones.
+        h = self.encoder(torch.cat([x1, x2]))
+        z = self.projector(h)
+        n = x1.shape[0]
+        return h[:n], z[:n], z[n:]
+
+
+def build_model(cfg, num_classes: int) -> SSLModel:
+    """SSLModel from a :class:`sslray.config.Config`."""
+    enc = build_encoder(cfg.model.encoder, cfg.model.stem, cfg.views.size, cfg.model.width)
+    return SSLModel(enc, cfg.model.projector, num_classes)

@@ -1,0 +1,79 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslray.config import Config, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_YAML = sorted((REPO / "sslray" / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: p.name)
+def test_every_recipe_loads_and_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    # the snapshot a run writes round-trips to the same config
+    assert load_config(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg
+
+
+def test_recipes_exist():
+    names = {p.stem for p in ALL_YAML}
+    assert {"cifar10_cpu_vicreg", "cifar10_resnet18_vicreg", "cifar10_resnet18_tico",
+            "cifar10_resnet18_vicreg_tico", "cifar10_resnet18_barlow", "smoke_synthetic"} <= names
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(None, ["train.epochs=7", "optim.lr=1e-3", "loss.name=tico", "loss.params.beta=0.5",
+                             "views.view2.solarize_p=0.3", "train.channels_last=true"])
+    assert cfg.train.epochs == 7 and cfg.optim.lr == pytest.approx(1e-3)
+    assert cfg.loss.params == {"beta": 0.5}
+    assert cfg.views.view2.solarize_p == 0.3 and cfg.views.view1.solarize_p == 0.1  # preset default kept
+    assert cfg.train.channels_last == "true"
+
+
+def test_asymmetric_preset_and_explicit_override():
+    cfg = load_config({"views": {"preset": "asymmetric", "view1": {"blur_p": 0.5}}})
+    assert (cfg.views.view1.blur_p, cfg.views.view2.blur_p) == (0.5, 0.1)
+    assert (cfg.views.view1.solarize_p, cfg.views.view2.solarize_p) == (0.0, 0.2)
+
+
+@pytest.mark.parametrize("overrides, field, allowed", [
+    (["train.batch_size=1"], "train.batch_size", "[2, inf)"),
+    (["loss.name=tico", "loss.params.beta=1.0"], "beta", "[0, 1)"),
+    (["loss.name=vicreg_tico", "loss.params.beta=-0.1"], "beta", "[0, 1)"),
+    (["loss.params.lam=-1"], "lam", ">= 0"),
+    (["loss.params.gamma=3"], "gamma", "lam"),
+    (["loss.name=simclr2"], "loss.name", "vicreg"),
+    (["model.encoder=vgg"], "model.encoder", "resnet18"),
+    (["model.projector=12-x"], "model.projector", "2048-2048-2048"),
+    (["optim.name=adam"], "optim.name", "lars"),
+    (["train.device=tpu"], "train.device", "cuda"),
+    (["views.view1.hflip_p=1.5"], "views.view1.hflip_p", "[0, 1]"),
+    (["views.view1.crop_scale=[0.5, 0.2]"], "views.view1.crop_scale[1]", "[0.5, 1]"),
+    (["data.source=imagenet"], "data.source", "parquet"),
+    (["data.source=parquet"], "data.train_path", "required"),
+    (["data.fraction=0"], "data.fraction", "(0, 1]"),
+    (["train.epochs=abc"], "train.epochs", "integer"),
+    (["train.bogus=1"], "train", "batch_size"),
+    (["bogus.x=1"], "config", "train"),
+])
+def test_bad_values_name_the_field_and_allowed_values(overrides, field, allowed):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    msg = str(err.value)
+    assert field in msg and allowed in msg, msg
+    assert "\n" not in msg  # one clear line
+
+
+def test_bad_config_cli_exits_2_and_writes_nothing(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"loss": {"name": "tico", "params": {"beta": 1.5}},
+                                   "train": {"output_dir": str(tmp_path / "runs")}}))
+    proc = subprocess.run([sys.executable, "-m", "sslray.train", str(cfg)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "beta" in proc.stderr and "[0, 1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
