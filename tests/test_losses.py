@@ -1,0 +1,209 @@
+"""Each loss against an independent, loop-based reference of the paper formula."""
+import math
+
+import pytest
+import torch
+
+from sslray.losses import LOSSES, build_loss, loss_params
+
+
+def _z(n=12, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+def _cov(z):  # unbiased covariance, element by element
+    n, d = z.shape
+    m = [sum(z[i, j] for i in range(n)) / n for j in range(d)]
+    return [[sum((z[i, a] - m[a]) * (z[i, b] - m[b]) for i in range(n)) / (n - 1) for b in range(d)] for a in range(d)]
+
+
+def ref_vicreg(z1, z2, lam=25.0, mu=25.0, nu=1.0, eps=1e-4):
+    n, d = z1.shape
+    inv = sum((z1[i, j] - z2[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+    var = 0.0
+    cov = 0.0
+    for z in (z1, z2):
+        c = _cov(z)
+        var += 0.5 * sum(max(0.0, 1 - math.sqrt(c[j][j] + eps)) for j in range(d)) / d
+        cov += sum(c[a][b] ** 2 for a in range(d) for b in range(d) if a != b) / d
+    return lam * inv + mu * var + nu * cov, (inv, var, cov)
+
+
+def _normalise(z):
+    return [[z[i, j] / math.sqrt(sum(z[i, k] ** 2 for k in range(z.shape[1]))) for j in range(z.shape[1])]
+            for i in range(z.shape[0])]
+
+
+def ref_tico_cov(z, C):
+    return sum(sum(z[i][a] * C[a][b] * z[i][b] for a in range(len(C)) for b in range(len(C))) for i in range(len(z))) / len(z)
+
+
+def ref_second_moment(z, beta, C_prev):
+    n, d = len(z), len(z[0])
+    B = [[sum(z[i][a] * z[i][b] for i in range(n)) / n for b in range(d)] for a in range(d)]
+    return [[beta * C_prev[a][b] + (1 - beta) * B[a][b] for b in range(d)] for a in range(d)]
+
+
+def ref_tico(z1, z2, beta=0.9, rho=8.0, C_prev=None):
+    a, b = _normalise(z1), _normalise(z2)
+    d = len(a[0])
+    C = ref_second_moment(a, beta, C_prev or [[0.0] * d for _ in range(d)])
+    inv = 1 - sum(sum(x * y for x, y in zip(a[i], b[i])) for i in range(len(a))) / len(a)
+    cov = ref_tico_cov(a, C)
+    return inv + rho * cov, C
+
+
+def ref_barlow(z1, z2, lambda_bt=5e-3):
+    n, d = z1.shape
+
+    def bn(z):
+        out = z.clone()
+        for j in range(d):
+            m = sum(z[i, j] for i in range(n)) / n
+            v = sum((z[i, j] - m) ** 2 for i in range(n)) / n
+            for i in range(n):
+                out[i, j] = (z[i, j] - m) / math.sqrt(v + 1e-5)
+        return out
+
+    a, b = bn(z1), bn(z2)
+    c = [[sum(a[i, p] * b[i, q] for i in range(n)) / n for q in range(d)] for p in range(d)]
+    on = sum((1 - c[p][p]) ** 2 for p in range(d))
+    off = sum(c[p][q] ** 2 for p in range(d) for q in range(d) if p != q)
+    return on + lambda_bt * off
+
+
+def test_vicreg_matches_reference_with_every_term():
+    z1, z2 = _z()
+    out = build_loss("vicreg", {"lam": 2.0, "mu": 3.0, "nu": 0.5}, dim=6)(z1, z2)
+    total, (inv, var, cov) = ref_vicreg(z1, z2, 2.0, 3.0, 0.5)
+    assert out.total.item() == pytest.approx(float(total), rel=1e-9)
+    assert [out.terms[k].item() for k in ("inv", "var", "cov")] == pytest.approx([float(inv), float(var), float(cov)])
+
+
+def test_vicreg_variance_term_is_active_for_small_std():
+    z1, z2 = _z()
+    out = build_loss("vicreg", {}, dim=6)(0.1 * z1, 0.1 * z2)
+    assert out.terms["var"].item() > 0.5  # std ~0.1 -> hinge ~0.9 per dim
+
+
+def test_tico_matches_reference_over_two_steps_and_keeps_C():
+    z1, z2 = _z(seed=1)
+    z3, z4 = _z(seed=2)
+    loss = build_loss("tico", {"beta": 0.7, "rho": 3.0}, dim=6).double()
+    r1, C1 = ref_tico(z1, z2, 0.7, 3.0)
+    assert loss(z1, z2).total.item() == pytest.approx(float(r1), rel=1e-9)
+    r2, C2 = ref_tico(z3, z4, 0.7, 3.0, C_prev=C1)
+    assert loss(z3, z4).total.item() == pytest.approx(float(r2), rel=1e-9)
+    assert torch.allclose(loss.C, torch.tensor(C2, dtype=torch.float64))
+
+
+def test_vicreg_tico_matches_reference():
+    z1, z2 = _z(seed=3)
+    loss = build_loss("vicreg_tico", {"lam": 2.0, "mu": 3.0, "nu": 0.5, "beta": 0.6}, dim=6).double()
+    _, (inv, var, _) = ref_vicreg(z1, z2)
+    rows = [[float(x) for x in r] for r in z1]
+    C = ref_second_moment(rows, 0.6, [[0.0] * 6 for _ in range(6)])
+    cov = ref_tico_cov(rows, C)
+    out = loss(z1, z2)
+    assert out.total.item() == pytest.approx(2.0 * float(inv) + 3.0 * float(var) + 0.5 * cov, rel=1e-9)
+    assert out.terms["cov"].item() == pytest.approx(cov, rel=1e-9)
+
+
+def test_barlow_matches_reference():
+    z1, z2 = _z(seed=4)
+    assert build_loss("barlow", {"lambda_bt": 0.1}, dim=6)(z1, z2).total.item() == pytest.approx(
+        float(ref_barlow(z1, z2, 0.1)), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vicreg", "barlow"])
+def test_symmetric_losses_are_symmetric(name):
+    z1, z2 = _z(seed=5)
+    loss = build_loss(name, {}, dim=6)
+    assert loss(z1, z2).total.item() == pytest.approx(loss(z2, z1).total.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_loss_decreases_under_gradient_steps(name):
+    torch.manual_seed(0)
+    x1 = torch.randn(64, 16)
+    x2 = x1 + 0.3 * torch.randn(64, 16)
+    proj = torch.nn.Linear(16, 8)
+    # beta = 0 makes the running covariance the current batch's: a stationary objective to descend
+    loss = build_loss(name, {"beta": 0.0} if "beta" in loss_params(name) else {}, dim=8)
+    opt = torch.optim.SGD(proj.parameters(), lr=0.01 if name in ("vicreg", "vicreg_tico") else 0.1)
+    losses = []
+    for _ in range(30):
+        out = loss(proj(x1), proj(x2))
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+        losses.append(out.total.item())
+    assert losses[-1] < losses[0] and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_bad_shapes_and_batch_of_one_raise(name):
+    loss = build_loss(name, {}, dim=8)
+    with pytest.raises(ValueError, match="2-D"):
+        loss(torch.randn(4, 8, 1), torch.randn(4, 8, 1))
+    with pytest.raises(ValueError, match="differ in shape"):
+        loss(torch.randn(4, 8), torch.randn(5, 8))
+    with pytest.raises(ValueError, match="at least 2"):
+        loss(torch.randn(1, 8), torch.randn(1, 8))
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_collapsed_input_gives_finite_gradients(name):
+    z = torch.ones(8, 8, requires_grad=True)
+    out = build_loss(name, {}, dim=8)(z, z)
+    out.total.backward()
+    assert math.isfinite(out.total.item()) and torch.isfinite(z.grad).all()
+
+
+def test_build_loss_errors_name_parameter_and_allowed_values():
+    with pytest.raises(ValueError, match=r"beta: 1.0 is out of range; allowed: \[0, 1\)"):
+        build_loss("tico", {"beta": 1.0}, dim=4)
+    with pytest.raises(ValueError, match="nu: -1 is out of range; allowed: >= 0"):
+        build_loss("vicreg", {"nu": -1}, dim=4)
+    with pytest.raises(ValueError, match="unknown parameter.*gamma.*allowed: lam, mu, nu, eps"):
+        build_loss("vicreg", {"gamma": 1}, dim=4)
+    with pytest.raises(ValueError, match="unknown loss 'simclr'; allowed: vicreg, tico"):
+        build_loss("simclr", {}, dim=4)
+    assert loss_params("tico") == {"beta": 0.9, "rho": 8.0}
+    assert loss_params("vicreg") == {"lam": 25.0, "mu": 25.0, "nu": 1.0, "eps": 1e-4}
+    assert loss_params("barlow") == {"lambda_bt": 5e-3}
+
+
+@pytest.mark.parametrize("name", ["tico", "vicreg_tico"])
+def test_running_covariance_is_a_buffer_updated_only_in_training(name):
+    z1, z2 = _z(seed=6)
+    z1, z2 = z1.float(), z2.float()
+    loss = build_loss(name, {"beta": 0.9}, dim=6)
+    assert "C" in loss.state_dict() and torch.count_nonzero(loss.C) == 0
+    loss(z1, z2)
+    zn = torch.nn.functional.normalize(z1, dim=1) if name == "tico" else z1
+    torch.testing.assert_close(loss.C, 0.1 * zn.T @ zn / zn.shape[0])  # first step: C = (1 - beta) B
+    after_train = loss.C.clone()
+    loss.eval()
+    loss(z2, z1)
+    assert torch.equal(loss.C, after_train)  # eval: used, not updated
+    fresh = build_loss(name, {"beta": 0.9}, dim=6)
+    fresh.load_state_dict(loss.state_dict())
+    assert torch.equal(fresh.C, after_train)
+
+
+@pytest.mark.parametrize("name", ["tico", "vicreg_tico"])
+def test_running_covariance_is_detached(name):
+    """The gradient of the covariance term is 2 C z / n with C a constant (B carries no gradient)."""
+    torch.manual_seed(0)
+    z = torch.randn(8, 4, requires_grad=True)
+    loss = build_loss(name, {"beta": 0.0, "lam": 0.0, "mu": 0.0, "nu": 1.0} if name == "vicreg_tico"
+                      else {"beta": 0.0, "rho": 1.0}, dim=4)
+    out = loss(z, z.detach())
+    if name == "vicreg_tico":
+        out.terms["cov"].backward()
+        expected = 2 * z.detach() @ loss.C / z.shape[0]
+        torch.testing.assert_close(z.grad, expected)
+    else:
+        assert out.terms["cov"].requires_grad and not loss.C.requires_grad

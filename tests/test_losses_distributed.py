@@ -1,0 +1,103 @@
+"""N workers vs one worker on the combined batch: same loss, same gradients, same step, same C.
+
+Two gloo processes on the CPU, each holding half of a fixed batch, a shared-seed projector
+wrapped in DDP, and every loss. A negative control shows the check catches the classic bug
+(a plain ``dist.all_reduce`` of Barlow Twins' cross-correlation inside the graph).
+"""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from sslray.losses import LOSSES, build_loss
+from sslray.losses.barlow import batch_standardise, off_diagonal, on_diagonal
+from sslray.losses.distributed import gather
+
+N, D_IN, D = 16, 12, 8
+PARAMS = {"tico": {"beta": 0.5}, "vicreg_tico": {"beta": 0.5, "nu": 0.3}}
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(N, D_IN, generator=g, dtype=torch.float64)
+    return x1, x1 + 0.5 * torch.randn(N, D_IN, generator=g, dtype=torch.float64)
+
+
+def _proj():
+    torch.manual_seed(1)
+    return torch.nn.Linear(D_IN, D).double()
+
+
+def _buggy_barlow(z1, z2):
+    """The bug: normalised globally, but c reduced with a plain (non-autograd) all_reduce."""
+    a, b = batch_standardise(gather(z1)), batch_standardise(gather(z2))
+    n, r = z1.shape[0], dist.get_rank() if dist.is_initialized() else 0
+    c = a[r * n:(r + 1) * n].T @ b[r * n:(r + 1) * n] / a.shape[0]
+    if dist.is_initialized():
+        dist.all_reduce(c)
+    return on_diagonal(c) + 5e-3 * off_diagonal(c)
+
+
+def _step(loss_fn, model, x1, x2):
+    """Loss value, parameter gradients and parameters after one SGD step; C if the loss has one."""
+    out = loss_fn(model(x1), model(x2))
+    total = out.total if hasattr(out, "total") else out
+    total.backward()
+    grads = [p.grad.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad
+    C = loss_fn.C.clone() if hasattr(loss_fn, "C") else None
+    return total.detach(), grads, [p.detach().clone() for p in model.parameters()], C
+
+
+def _worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    x1, x2 = _data()
+    sl = slice(rank * N // world, (rank + 1) * N // world)
+    results = {}
+    cases = [(name, lambda n=name: build_loss(n, PARAMS.get(n, {}), dim=D).double()) for name in LOSSES]
+    cases.append(("buggy_barlow", lambda: _buggy_barlow))
+    for name, make in cases:
+        model = torch.nn.parallel.DistributedDataParallel(_proj())
+        value, grads, params, C = _step(make(), model, x1[sl], x2[sl])
+        dist.all_reduce(value)  # logged value: mean over ranks
+        results[name] = {"loss": value / world, "grads": grads, "params": params, "C": C}
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def _single(name):
+    x1, x2 = _data()
+    make = _buggy_barlow if name == "buggy_barlow" else build_loss(name, PARAMS.get(name, {}), dim=D).double()
+    return dict(zip(("loss", "grads", "params", "C"), _step(make, _proj(), x1, x2)))
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_two_workers_equal_one_worker_on_the_combined_batch(two_workers, name):
+    ref = _single(name)
+    for rank in range(2):
+        got = two_workers[rank][name]
+        torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-9, atol=1e-12)
+        for g, r in zip(got["grads"], ref["grads"]):
+            torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-10)
+        for p, r in zip(got["params"], ref["params"]):
+            torch.testing.assert_close(p, r, rtol=1e-7, atol=1e-10)
+        if ref["C"] is not None:  # TiCo's running covariance: identical on every rank and to one worker
+            torch.testing.assert_close(got["C"], ref["C"], rtol=1e-9, atol=1e-12)
+
+
+def test_negative_control_plain_all_reduce_gives_wrong_gradients(two_workers):
+    ref = _single("buggy_barlow")  # on one process the "bug" is the correct loss
+    got = two_workers[0]["buggy_barlow"]
+    torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-9, atol=1e-12)  # the value looks right...
+    assert not torch.allclose(got["grads"][0], ref["grads"][0], rtol=1e-3)  # ...the gradients are not
