@@ -99,7 +99,8 @@ def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, s
     one ``affine_grid`` + ``grid_sample`` for the whole batch.
 
     Output pixel u samples source x = j + (u + 0.5) * w / size - 0.5 (half-pixel centres, as
-    torchvision's bilinear resize without antialiasing). Crops larger than ``size`` are
+    torchvision's bilinear resize without antialiasing), clamped to the crop's edge pixels -- as
+    if the crop had been cut out first, so no pixel outside the box leaks in. Crops larger than ``size`` are
     downscaled without antialiasing (torchvision antialiases): for CIFAR views (crop <= 32 px ->
     32 px) this never happens.
     """
@@ -112,4 +113,8 @@ def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, s
     theta[:, 1, 1] = h / H
     theta[:, 1, 2] = (2 * i + h) / H - 1
     grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
+    # clamp to the centres of the box's first and last pixels (normalised coordinates)
+    lo = torch.stack(((2 * j + 1) / W - 1, (2 * i + 1) / H - 1), dim=1).view(b, 1, 1, 2)
+    hi = torch.stack(((2 * (j + w) - 1) / W - 1, (2 * (i + h) - 1) / H - 1), dim=1).view(b, 1, 1, 2)
+    grid = torch.maximum(torch.minimum(grid, hi), lo)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
