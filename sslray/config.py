@@ -134,6 +134,21 @@ class EvalConfig:
 
 
 @dataclass
+class ScaleConfig:
+    """Where the loop runs. workers=0: in this process, no Ray. workers=N: N Ray Train workers
+    (DDP; gloo on CPU, NCCL on GPU), train.batch_size each, so the global batch is N x batch_size."""
+
+    workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0  # also torch's thread count in the worker
+    gpus_per_worker: float = 1.0  # with use_gpu
+    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    address: str | None = None  # Ray cluster address; None: $RAY_ADDRESS, else a local Ray
+    storage_path: str | None = None  # checkpoints: local folder or pyarrow URI (s3://, gs://); None: train.output_dir
+    max_failures: int = 0  # worker-group restarts from the latest checkpoint
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
@@ -142,6 +157,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -385,6 +401,16 @@ def validate(cfg: Config) -> None:
     _range("eval.probe_lr", e.probe_lr, 0, lo_open=True)
     _range("eval.probe_batch_size", e.probe_batch_size, 1)
     _range("eval.feature_batch_size", e.feature_batch_size, 1)
+
+
+    s = cfg.scale
+    _range("scale.workers", s.workers, 0)
+    _range("scale.cpus_per_worker", s.cpus_per_worker, 0, lo_open=True)
+    _range("scale.gpus_per_worker", s.gpus_per_worker, 0, lo_open=True)
+    _choice("scale.placement_strategy", s.placement_strategy, ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
+    _range("scale.max_failures", s.max_failures, -1)
+    if s.use_gpu and t.device == "cpu":
+        raise ConfigError("scale.use_gpu: true contradicts train.device=cpu; allowed: use_gpu=false, or device auto/cuda")
 
 
 def _plain(obj: Any) -> Any:

@@ -27,6 +27,7 @@ from sslray.eval import collapse_stats, extract_features, knn_accuracy, probe_ac
 from sslray.losses import build_loss
 from sslray.models import build_model
 from sslray.optim import build_optimizer, lr_factor, scaled_lr, set_lr
+from sslray.parallel import wrap_data_parallel
 from sslray.views import TwoViews
 
 
@@ -122,16 +123,11 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         probe_optimizer.load_state_dict(resume["probe_optimizer"])
         start_epoch, best = resume["epoch"], dict(resume.get("best", {}))
         reporter.log(f"resumed from epoch {start_epoch}")
-    net = model
-    if rt.world_size > 1:
-        if cfg.model.sync_batchnorm:
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+    net = wrap_data_parallel(model, rt.device, cfg.model.sync_batchnorm) if rt.world_size > 1 else model
 
     steps_per_epoch = len(train) // global_batch
     total_steps, warmup_steps = t.epochs * steps_per_epoch, int(o.warmup_epochs * steps_per_epoch)
     base_lr = scaled_lr(o, global_batch)
-    autocast = (lambda: torch.autocast(rt.device.type, dtype=rt.amp_dtype)) if rt.amp_dtype else contextlib.nullcontext
     reporter.log(f"{cfg.loss.name} | {cfg.model.encoder} | {len(train)} train / {len(test)} test images | "
                  f"batch {t.batch_size}/worker x {rt.world_size} = {global_batch} global | lr {base_lr:.4g} | "
                  f"{rt.device}, {'bf16' if rt.amp_dtype else 'fp32'}{', channels_last' if rt.channels_last else ''}")
@@ -151,24 +147,14 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
             set_lr(optimizer, lr)
             idx = batches[step]
             v1, v2 = views(train_images[idx], gen)
-            if rt.channels_last:
-                v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-            with autocast():
-                h, z1, z2 = net(v1, v2)
-            out = loss_fn(z1.float(), z2.float())  # losses in fp32: bf16 covariances lose the off-diagonals
-            probe_loss = F.cross_entropy(model.probe(h.detach().float()), train_labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            probe_optimizer.zero_grad(set_to_none=True)
-            (out.total + probe_loss).backward()  # the probe sees detached features: no gradient into the encoder
-            if o.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            optimizer.step()
-            probe_optimizer.step()
+            out, probe_loss = train_step(net, model, loss_fn, (optimizer, probe_optimizer), v1, v2,
+                                         train_labels[idx], rt, o.grad_clip)
             for name, value in {"loss": out.total, **{f"loss_{k}": v for k, v in out.terms.items()},
                                 "probe_loss": probe_loss}.items():
                 sums[name] = sums.get(name, 0) + value.detach()
             if (step + 1) % t.log_every == 0 or step + 1 == steps_per_epoch:
-                running = sums["loss"].item() / (step + 1)  # host sync, once every log_every steps
+                # host sync, once every log_every steps; all-reduced so every rank stops at the same step
+                running = _mean_across_ranks({"loss": sums["loss"].item() / (step + 1)}, rt)["loss"]
                 if not math.isfinite(running):
                     status, reason = "diverged", f"non-finite loss at epoch {epoch + 1}, step {step + 1}"
                     break
@@ -195,7 +181,7 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         last = epoch + 1 == t.epochs
         if (cfg.eval.every and (epoch + 1) % cfg.eval.every == 0) or last:
             metrics.update(evaluate(cfg, model, train_images, train_labels, test, num_classes, rt))
-            if metrics["knn_top1"] > best.get("knn_top1", -1.0):
+            if rt.is_main and metrics["knn_top1"] > best.get("knn_top1", -1.0):
                 best = {"knn_top1": metrics["knn_top1"], "epoch": epoch + 1}
         checkpoint = None
         if last or (t.checkpoint_every and (epoch + 1) % t.checkpoint_every == 0):
@@ -209,6 +195,30 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         completed = epoch + 1
 
     return {"status": status, "reason": reason, "epochs_completed": completed, "metrics": metrics, "best": best}
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def train_step(net, model, loss_fn, optimizers, v1, v2, labels, rt: Runtime, grad_clip: float | None = None):
+    """One optimisation step of encoder + projector (SSL loss) and the online probe (cross-entropy
+    on detached representations). ``net`` is ``model`` or its DDP wrapper. Returns the loss output
+    and the probe loss, still on the device (reading them is a host sync)."""
+    if rt.channels_last:
+        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+    with torch.autocast(rt.device.type, dtype=rt.amp_dtype) if rt.amp_dtype else contextlib.nullcontext():
+        h, z1, z2 = net(v1, v2)
+    out = loss_fn(_fp32(z1), _fp32(z2))  # losses in fp32 at least: bf16 covariances lose the off-diagonals
+    probe_loss = F.cross_entropy(model.probe(_fp32(h.detach())), labels)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    (out.total + probe_loss).backward()  # the probe sees detached features: no gradient into the encoder
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for opt in optimizers:
+        opt.step()
+    return out, probe_loss
 
 
 @torch.no_grad()

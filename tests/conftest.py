@@ -23,6 +23,7 @@ def tiny_cfg(tmp_path):
         "train": {"epochs": 2, "batch_size": 32, "output_dir": str(tmp_path / "runs"), "run_name": "t",
                   "checkpoint_every": 1, "keep_checkpoints": 5},
         "eval": {"every": 1, "knn_k": 10, "probe_epochs": 5},
+        "scale": {"workers": 0},  # in-process; Ray Train has its own tests
     }
 
 

@@ -7,6 +7,15 @@ import torch
 from sslray.losses import LOSSES, build_loss, loss_params
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: a second OpenMP thread only adds wake-up latency (10x slower on a busy box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _z(n=12, d=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
@@ -36,7 +45,8 @@ def _normalise(z):
 
 
 def ref_tico_cov(z, C):
-    return sum(sum(z[i][a] * C[a][b] * z[i][b] for a in range(len(C)) for b in range(len(C))) for i in range(len(z))) / len(z)
+    d = len(C)
+    return sum(sum(z[i][a] * C[a][b] * z[i][b] for a in range(d) for b in range(d)) for i in range(len(z))) / len(z)
 
 
 def ref_second_moment(z, beta, C_prev):
@@ -194,16 +204,62 @@ def test_running_covariance_is_a_buffer_updated_only_in_training(name):
 
 
 @pytest.mark.parametrize("name", ["tico", "vicreg_tico"])
+def test_eval_mode_uses_the_stored_C(name):
+    z1, z2 = _z(seed=7)
+    loss = build_loss(name, {}, dim=6).double()
+    loss(z1, z2)
+    loss.eval()
+    z3, z4 = _z(seed=8)
+    rows = _normalise(z3) if name == "tico" else [[float(x) for x in r] for r in z3]
+    assert loss(z3, z4).terms["cov"].item() == pytest.approx(ref_tico_cov(rows, loss.C.tolist()), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["tico", "vicreg_tico"])
 def test_running_covariance_is_detached(name):
-    """The gradient of the covariance term is 2 C z / n with C a constant (B carries no gradient)."""
+    """With beta = 0, C = B(z1); were B not detached, d cov / d z1 would gain a second term through C."""
     torch.manual_seed(0)
-    z = torch.randn(8, 4, requires_grad=True)
-    loss = build_loss(name, {"beta": 0.0, "lam": 0.0, "mu": 0.0, "nu": 1.0} if name == "vicreg_tico"
-                      else {"beta": 0.0, "rho": 1.0}, dim=4)
-    out = loss(z, z.detach())
-    if name == "vicreg_tico":
-        out.terms["cov"].backward()
-        expected = 2 * z.detach() @ loss.C / z.shape[0]
-        torch.testing.assert_close(z.grad, expected)
-    else:
-        assert out.terms["cov"].requires_grad and not loss.C.requires_grad
+    z = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    loss = build_loss(name, {"beta": 0.0}, dim=4).double()
+    loss(z, torch.randn(8, 4, dtype=torch.float64)).terms["cov"].backward()
+    assert not loss.C.requires_grad and torch.count_nonzero(loss.C) > 0
+    # expected: the gradient with C frozen as a constant, computed by hand
+    x = z.detach()
+    C = loss.C.clone()
+    if name == "vicreg_tico":  # d/dz mean_i z_i C z_i^T = 2 z C / n
+        expected = 2 * x @ C / x.shape[0]
+    else:  # through the L2 normalisation u = z / |z|: (I - u u^T) g / |z| with g = 2 C u / n
+        norm = x.norm(dim=1, keepdim=True)
+        u = x / norm
+        g = 2 * u @ C / x.shape[0]
+        expected = (g - (g * u).sum(dim=1, keepdim=True) * u) / norm
+    torch.testing.assert_close(z.grad, expected)
+    # and the non-detached gradient really differs (the test would catch a missing detach)
+    z2 = x.clone().requires_grad_(True)
+    u2 = z2 / z2.norm(dim=1, keepdim=True) if name == "tico" else z2
+    B = u2.T @ u2 / u2.shape[0]
+    ((u2 @ B) * u2).sum(dim=1).mean().backward()
+    assert not torch.allclose(z2.grad, expected)
+
+
+@pytest.mark.parametrize("name", ["tico", "vicreg_tico"])
+def test_running_covariance_needs_matching_width(name):
+    loss = build_loss(name, {}, dim=8)
+    with pytest.raises(ValueError, match="width 6 does not match the loss's dim 8"):
+        loss(torch.randn(4, 6), torch.randn(4, 6))
+
+
+def test_embeddings_must_be_floating_point():
+    with pytest.raises(ValueError, match="floating point"):
+        build_loss("vicreg", {})(torch.ones(4, 3, dtype=torch.long), torch.ones(4, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("params", [{"lam": float("nan")}, {"mu": float("inf")}, {"eps": 0.0}, {"beta": -0.1}])
+def test_non_finite_and_boundary_values_are_rejected(params):
+    (k, v), = params.items()
+    with pytest.raises(ValueError, match=f"^{k}: .* is out of range; allowed: "):
+        build_loss("vicreg_tico", params, dim=4)
+
+
+def test_dim_must_be_positive():
+    with pytest.raises(ValueError, match="dim: 0 is out of range"):
+        build_loss("tico", {}, dim=0)

@@ -1,7 +1,8 @@
 """N workers vs one worker on the combined batch: same loss, same gradients, same step, same C.
 
-Two gloo processes on the CPU, each holding half of a fixed batch, a shared-seed projector
-wrapped in DDP, and every loss. A negative control shows the check catches the classic bug
+Two gloo processes on the CPU (one spawn for all losses), each holding half of a fixed float64
+batch, a shared-seed linear projector wrapped in DDP, and every loss; two SGD steps each, compared
+step by step with one process on the whole batch. A negative control shows the check catches the classic bug
 (a plain ``dist.all_reduce`` of Barlow Twins' cross-correlation inside the graph).
 """
 import os
@@ -40,20 +41,29 @@ def _buggy_barlow(z1, z2):
     return on_diagonal(c) + 5e-3 * off_diagonal(c)
 
 
-def _step(loss_fn, model, x1, x2):
-    """Loss value, parameter gradients and parameters after one SGD step; C if the loss has one."""
-    out = loss_fn(model(x1), model(x2))
-    total = out.total if hasattr(out, "total") else out
-    total.backward()
-    grads = [p.grad.detach().clone() for p in model.parameters()]
-    with torch.no_grad():
-        for p in model.parameters():
-            p -= 0.1 * p.grad
-    C = loss_fn.C.clone() if hasattr(loss_fn, "C") else None
-    return total.detach(), grads, [p.detach().clone() for p in model.parameters()], C
+def _steps(loss_fn, model, x1, x2, steps=2):
+    """Per SGD step: loss value, parameter gradients, parameters after the step, C if the loss has one.
+
+    Two steps, so TiCo's C is also checked after an EMA update from a non-zero C.
+    """
+    out = []
+    for _ in range(steps):
+        res = loss_fn(model(x1), model(x2))
+        total = res.total if hasattr(res, "total") else res
+        model.zero_grad()
+        total.backward()
+        grads = [p.grad.detach().clone() for p in model.parameters()]
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+        C = loss_fn.C.clone() if hasattr(loss_fn, "C") else None
+        out.append({"loss": total.detach(), "grads": grads, "params": [p.detach().clone() for p in model.parameters()],
+                    "C": C})
+    return out
 
 
 def _worker(rank, world, init_file, out_dir):
+    torch.set_num_threads(1)  # two processes on two cores
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     x1, x2 = _data()
     sl = slice(rank * N // world, (rank + 1) * N // world)
@@ -62,9 +72,10 @@ def _worker(rank, world, init_file, out_dir):
     cases.append(("buggy_barlow", lambda: _buggy_barlow))
     for name, make in cases:
         model = torch.nn.parallel.DistributedDataParallel(_proj())
-        value, grads, params, C = _step(make(), model, x1[sl], x2[sl])
-        dist.all_reduce(value)  # logged value: mean over ranks
-        results[name] = {"loss": value / world, "grads": grads, "params": params, "C": C}
+        results[name] = _steps(make(), model, x1[sl], x2[sl])
+        for r in results[name]:
+            dist.all_reduce(r["loss"])  # the logged value: mean over ranks
+            r["loss"] /= world
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -79,25 +90,29 @@ def two_workers(tmp_path_factory):
 def _single(name):
     x1, x2 = _data()
     make = _buggy_barlow if name == "buggy_barlow" else build_loss(name, PARAMS.get(name, {}), dim=D).double()
-    return dict(zip(("loss", "grads", "params", "C"), _step(make, _proj(), x1, x2)))
+    return _steps(make, _proj(), x1, x2)
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_two_workers_equal_one_worker_on_the_combined_batch(two_workers, name):
     ref = _single(name)
     for rank in range(2):
-        got = two_workers[rank][name]
-        torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-9, atol=1e-12)
-        for g, r in zip(got["grads"], ref["grads"]):
-            torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-10)
-        for p, r in zip(got["params"], ref["params"]):
-            torch.testing.assert_close(p, r, rtol=1e-7, atol=1e-10)
-        if ref["C"] is not None:  # TiCo's running covariance: identical on every rank and to one worker
-            torch.testing.assert_close(got["C"], ref["C"], rtol=1e-9, atol=1e-12)
+        for step, (got, want) in enumerate(zip(two_workers[rank][name], ref)):
+            where = f"{name}, rank {rank}, step {step + 1}"
+            torch.testing.assert_close(got["loss"], want["loss"], rtol=1e-9, atol=1e-12, msg=f"loss: {where}")
+            for g, r in zip(got["grads"], want["grads"]):
+                torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-10, msg=f"gradient: {where}")
+            for p, r in zip(got["params"], want["params"]):
+                torch.testing.assert_close(p, r, rtol=1e-7, atol=1e-10, msg=f"parameters: {where}")
+            if want["C"] is not None:  # TiCo's running C: identical on every rank and to one worker
+                torch.testing.assert_close(got["C"], want["C"], rtol=1e-9, atol=1e-12, msg=f"C: {where}")
+                assert torch.equal(got["C"], two_workers[1 - rank][name][step]["C"])
 
 
 def test_negative_control_plain_all_reduce_gives_wrong_gradients(two_workers):
-    ref = _single("buggy_barlow")  # on one process the "bug" is the correct loss
-    got = two_workers[0]["buggy_barlow"]
+    ref = _single("buggy_barlow")[0]  # on one process the "bug" is the correct loss
+    got = two_workers[0]["buggy_barlow"][0]
     torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-9, atol=1e-12)  # the value looks right...
     assert not torch.allclose(got["grads"][0], ref["grads"][0], rtol=1e-3)  # ...the gradients are not
+    # ...they are 1/world_size of the right ones
+    torch.testing.assert_close(got["grads"][0], ref["grads"][0] / 2, rtol=1e-7, atol=1e-10)

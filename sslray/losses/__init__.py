@@ -1,12 +1,28 @@
 """SSL losses: one file per method, each term a small pure function.
 
-Every loss is an ``nn.Module`` whose ``forward(z1, z2)`` returns :class:`LossOutput` -- the total
-to backpropagate and every *unweighted* term for logging. Parameters are paper-named keyword
-arguments with paper defaults, range-checked in ``__init__``.
+Every loss is an ``nn.Module`` whose ``forward(z1, z2)`` takes the two views' embeddings (float
+[n, D], the same shape, n >= 2) and returns :class:`LossOutput` -- the total to backpropagate and
+every *unweighted* term for logging. Parameters are paper-named keyword arguments with paper
+defaults, range-checked in ``__init__``:
+
+    vicreg       VICRegLoss       lam=25, mu=25, nu=1, eps=1e-4
+    tico         TiCoLoss         beta=0.9, rho=8                          (+ dim, for C)
+    vicreg_tico  VICRegTiCoLoss   lam=25, mu=25, nu=1, beta=0.9, eps=1e-4  (+ dim, for C)
+    barlow       BarlowTwinsLoss  lambda_bt=5e-3
+
+Terms over the whole batch (variance, covariance, cross-correlation, TiCo's B) are computed on the
+*global* batch across ranks; see :mod:`sslray.losses.distributed` for why the gradients are right.
+
+Example::
+
+    loss_fn = build_loss("tico", {"rho": 20.0}, dim=128)
+    out = loss_fn(z1, z2)  # z1, z2: [n, 128] fp32
+    out.total.backward()   # out.terms == {"inv": ..., "cov": ...}
 """
 from __future__ import annotations
 
 import inspect
+import math
 from typing import NamedTuple
 
 import torch
@@ -14,24 +30,31 @@ from torch import nn
 
 
 class LossOutput(NamedTuple):
-    total: torch.Tensor
-    terms: dict[str, torch.Tensor]
+    total: torch.Tensor  # scalar to backpropagate: the weighted sum of the terms
+    terms: dict[str, torch.Tensor]  # every term, unweighted, for logging
 
 
-def check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
-    """Shapes every two-view loss needs: two [n, D] tensors, n >= 2."""
+def check_pair(z1: torch.Tensor, z2: torch.Tensor, dim: int | None = None) -> None:
+    """Shapes every two-view loss needs: two floating [n, D] tensors, n >= 2 (and D == dim if given)."""
     if z1.ndim != 2 or z2.ndim != 2:
         raise ValueError(f"embeddings must be 2-D [batch, dim]; got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape != z2.shape:
         raise ValueError(f"the two views' embeddings differ in shape: {tuple(z1.shape)} vs {tuple(z2.shape)}")
+    if not (z1.is_floating_point() and z2.is_floating_point()):
+        raise ValueError(f"embeddings must be floating point; got {z1.dtype} and {z2.dtype}")
     if z1.shape[0] < 2:
         raise ValueError(f"batch size {z1.shape[0]}: variance/covariance terms need at least 2 samples")
+    if dim is not None and z1.shape[1] != dim:
+        raise ValueError(f"embedding width {z1.shape[1]} does not match the loss's dim {dim} "
+                         f"(its running covariance C is {dim} x {dim})")
 
 
 def check_range(name: str, value: float, lo: float, hi: float | None = None, hi_open: bool = False,
                 lo_open: bool = False) -> None:
-    bad = value < lo or (lo_open and value == lo) or (hi is not None and (value > hi or (hi_open and value == hi)))
-    if bad:
+    """Raise ``ValueError("beta: 1.0 is out of range; allowed: [0, 1)")`` style errors. NaN and inf fail."""
+    ok = math.isfinite(value) and value >= lo and not (lo_open and value == lo)
+    ok = ok and (hi is None or (value <= hi and not (hi_open and value == hi)))
+    if not ok:
         if hi is None:
             allowed = f"> {lo:g}" if lo_open else f">= {lo:g}"
         else:
@@ -59,6 +82,10 @@ def loss_params(name: str) -> dict[str, float]:
 
 
 def build_loss(name: str, params: dict[str, float] | None = None, dim: int | None = None) -> nn.Module:
+    """The loss ``name`` with ``params`` (paper names); ``dim`` goes only to losses that keep a D x D state.
+
+    Every error is a ``ValueError`` that names the bad name or parameter and what is allowed.
+    """
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
     params = dict(params or {})

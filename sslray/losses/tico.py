@@ -3,16 +3,29 @@
 Zhu, Liu & Huang, 2022, https://arxiv.org/abs/2206.10698.
 
     z <- z / ||z||                          (both views, L2-normalised rows)
-    B = z1^T z1 / N                         (global batch, detached)
-    C <- beta * C + (1 - beta) * B          (running covariance, a registered buffer)
-    L = 1 - mean_i <z1_i, z2_i>  +  rho * mean_i z1_i C z1_i^T
+    B  = z1^T z1 / N                        (global batch of N, detached)
+    C <- beta * C + (1 - beta) * B          (running second moment, a registered buffer)
+    L  = 1 - mean_i <z1_i, z2_i>  +  rho * mean_i z1_i C z1_i^T      (the updated C)
 
-Defaults beta = 0.9, rho = 8 (the paper's; rho = 20 is also used in the wild -- a search dimension).
+terms: ``inv`` = 1 - mean_i <z1_i, z2_i>, ``cov`` = mean_i z1_i C z1_i^T (unweighted). Defaults
+beta = 0.9, rho = 8 (the paper's per one implementation; rho = 20 is also used -- a search
+dimension). The formula is not symmetric in the views: only z1 enters C and the contrast term.
 
-C is a *buffer*: it is in ``state_dict`` (saved in checkpoints, restored on resume) and moves with
-``.to(device)``. It is updated only in training mode, from the all-reduced B, so it is identical on
-every rank. (A popular implementation keeps C as a plain attribute: lost on checkpoint, and
-different on every rank.)
+C acts as a constant in the gradient (it is detached): the contrast term pushes each z1_i away
+from the directions the recent batches already occupy, 2 rho C z1_i / n, a covariance contrast
+against a memory of past embeddings instead of against negatives.
+
+C is a *buffer* of shape dim x dim, zeros at construction: it is in ``state_dict`` (saved in
+checkpoints, restored on resume) and moves with ``.to(device)``. It is updated only in training
+mode (``module.train()``); in eval mode forward uses C without changing it. Under DDP, B is the
+all-reduced sum of z1^T z1 divided by the all-reduced N, so C stays identical on every rank. (A
+popular implementation keeps C as a plain attribute: lost on checkpoint and different per rank.)
+
+Example::
+
+    loss_fn = TiCoLoss(dim=2048)      # beta=0.9, rho=8; dim = projector output width
+    out = loss_fn(z1, z2)             # z1, z2: [n, 2048]; updates loss_fn.C in train mode
+    out.terms                         # {"inv": ..., "cov": ...}
 """
 from __future__ import annotations
 
@@ -21,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslray.losses import LossOutput, check_pair, check_range
-from sslray.losses.distributed import all_reduce_sum_nograd, world_size
+from sslray.losses.distributed import all_reduce_sum_nograd
 
 
 def alignment(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -31,31 +44,41 @@ def alignment(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def global_second_moment(z: torch.Tensor) -> torch.Tensor:
-    """B = z^T z / N over the global batch, detached; identical on every rank."""
-    s = all_reduce_sum_nograd(z.T @ z)
-    return s / (z.shape[0] * world_size())  # every rank holds an equal-sized batch
+    """B = z^T z / N over the global batch, detached; identical on every rank.
+
+    One all_reduce carries both the sum of z^T z and the local batch sizes, so N is the true
+    global count even if ranks held different numbers of rows.
+    """
+    d = z.shape[1]
+    packed = torch.cat([(z.T @ z).flatten(), z.new_tensor([z.shape[0]])])
+    packed = all_reduce_sum_nograd(packed)
+    return packed[:-1].view(d, d) / packed[-1]
 
 
 @torch.no_grad()
 def ema_update(c: torch.Tensor, b: torch.Tensor, beta: float) -> None:
-    c.mul_(beta).add_(b, alpha=1.0 - beta)
+    """C <- beta C + (1 - beta) B, in place."""
+    c.mul_(beta).add_(b.to(c.dtype), alpha=1.0 - beta)
 
 
 def covariance_contrast(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """mean_i z_i C z_i^T (C a constant)."""
-    return ((z @ c) * z).sum(dim=1).mean()
+    """mean_i z_i C z_i^T, with C a constant (no gradient flows into it)."""
+    return ((z @ c.detach().to(z.dtype)) * z).sum(dim=1).mean()
 
 
 class TiCoLoss(nn.Module):
+    """TiCo; see the module docstring. beta in [0, 1), rho >= 0, dim = the embedding width."""
+
     def __init__(self, *, beta: float = 0.9, rho: float = 8.0, dim: int):
         super().__init__()
         check_range("beta", beta, 0.0, 1.0, hi_open=True)
         check_range("rho", rho, 0.0)
-        self.beta, self.rho = beta, rho
-        self.register_buffer("C", torch.zeros(dim, dim))
+        check_range("dim", dim, 1)
+        self.beta, self.rho, self.dim = beta, rho, int(dim)
+        self.register_buffer("C", torch.zeros(self.dim, self.dim))
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
-        check_pair(z1, z2)
+        check_pair(z1, z2, self.dim)
         z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         if self.training:
             ema_update(self.C, global_second_moment(z1), self.beta)

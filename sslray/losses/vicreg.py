@@ -3,17 +3,29 @@
 Bardes, Ponce & LeCun, ICLR 2022, https://arxiv.org/abs/2105.04906 (official code:
 facebookresearch/vicreg, ``main_vicreg.py``).
 
-    L = lam * inv + mu * var + nu * cov
-    inv = MSE(z1, z2) = mean_{i,d} (z1_id - z2_id)^2                      (local batch)
-    var = 1/2 [ mean_d relu(1 - S(z1)_d) + mean_d relu(1 - S(z2)_d) ],  S = sqrt(Var(z) + eps)
-    cov = [ sum_{j!=k} Cov(z1)_jk^2 + sum_{j!=k} Cov(z2)_jk^2 ] / D,    Cov = (z - zbar)^T (z - zbar) / (N - 1)
+    L   = lam * inv + mu * var + nu * cov
+    inv = MSE(z1, z2) = mean_{i,d} (z1_id - z2_id)^2                       (local batch)
+    var = 1/2 [ mean_d relu(1 - S(z1)_d) + mean_d relu(1 - S(z2)_d) ],   S = sqrt(Var(z) + eps)
+    cov = [ sum_{j!=k} Cov(z1)_jk^2 + sum_{j!=k} Cov(z2)_jk^2 ] / D,     Cov = (z - zbar)^T (z - zbar) / (N - 1)
 
-with Var unbiased, eps = 1e-4, and var/cov on the *global* batch (gathered across ranks, as in the
-official code). Defaults lam = 25, mu = 25, nu = 1 (the paper's).
+with Var unbiased, eps = 1e-4, and var and cov on the *global* batch of N embeddings (gathered
+across ranks with the autograd-aware gather, as in the official code). Defaults lam = 25, mu = 25,
+nu = 1 (the paper's).
 
-Convention: our ``mu`` includes the 1/2 of the official code. One popular library drops it, so
-its mu = 25 equals our mu = 50. The covariance is divided by the actual (gathered) batch size
-minus one, not the configured one.
+Convention: our ``mu`` includes the 1/2 of the official code (whose mu = 25 produced the paper's
+numbers). The paper's equation writes mu [v(Z) + v(Z')] without the 1/2, and one popular library
+follows it: its mu = 25 equals our mu = 50. The covariance term is a sum over the two views in both.
+The covariance is divided by the actual (gathered) batch size minus one, not the configured one.
+
+The variance hinge pushes every dimension's std up to 1 (so the embedding cannot collapse);
+eps keeps sqrt differentiable when a dimension has collapsed (Var = 0). The terms are
+symmetric in the two views.
+
+Example::
+
+    loss_fn = VICRegLoss()           # lam=25, mu=25, nu=1
+    out = loss_fn(z1, z2)            # z1, z2: [n, D]
+    out.terms                        # {"inv": ..., "var": ..., "cov": ...}, unweighted
 """
 from __future__ import annotations
 
@@ -26,32 +38,41 @@ from sslray.losses.distributed import gather
 
 
 def invariance(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """mean_{i,d} (z1_id - z2_id)^2."""
     return F.mse_loss(z1, z2)
 
 
 def std_hinge(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """mean_d relu(1 - sqrt(Var(z)_d + eps)) for one view."""
+    """mean_d relu(1 - sqrt(Var(z)_d + eps)) for one view, Var unbiased."""
     std = torch.sqrt(z.var(dim=0) + eps)
     return F.relu(1.0 - std).mean()
 
 
 def variance(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """The mean of the two views' std hinges (the 1/2 of the official code)."""
     return 0.5 * (std_hinge(z1, eps) + std_hinge(z2, eps))
+
+
+def off_diagonal_sq(m: torch.Tensor) -> torch.Tensor:
+    """sum_{j != k} m_jk^2. The diagonal is zeroed, not subtracted: no cancellation against it."""
+    return (m - torch.diag_embed(m.diagonal())).pow(2).sum()
 
 
 def offdiag_cov_sq(z: torch.Tensor) -> torch.Tensor:
     """sum_{j != k} Cov(z)_jk^2 / D for one view."""
     n, d = z.shape
     zc = z - z.mean(dim=0)
-    cov = zc.T @ zc / (n - 1)
-    return (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+    return off_diagonal_sq(zc.T @ zc / (n - 1)) / d
 
 
 def covariance(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Sum (not mean) of the two views' off-diagonal covariance terms, as in the official code."""
     return offdiag_cov_sq(z1) + offdiag_cov_sq(z2)
 
 
 class VICRegLoss(nn.Module):
+    """VICReg; see the module docstring. All weights >= 0, eps > 0."""
+
     def __init__(self, *, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, eps: float = 1e-4):
         super().__init__()
         for name, v in (("lam", lam), ("mu", mu), ("nu", nu)):

@@ -1,0 +1,88 @@
+"""A full optimisation step of encoder + projector (+ online probe) on 2 DDP workers equals one
+worker on the combined batch -- BatchNorm included (global statistics on the CPU via
+GlobalBatchNorm) -- for every loss, with LARS."""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from sslray.config import load_config
+from sslray.losses import LOSSES, build_loss
+from sslray.loop import Runtime, train_step
+from sslray.models import build_model
+from sslray.optim import build_optimizer
+from sslray.parallel import GlobalBatchNorm, wrap_data_parallel
+
+B = 16  # combined batch
+
+
+def _cfg(loss):
+    return load_config({"model": {"encoder": "small_cnn", "width": 4, "projector": "32-16"}, "views": {"size": 16},
+                        "loss": {"name": loss}, "optim": {"name": "lars", "lr": 0.5},
+                        "data": {"source": "synthetic"}, "scale": {"workers": 0}})
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(B, 3, 16, 16, generator=g), torch.randn(B, 3, 16, 16, generator=g), torch.randint(0, 10, (B,), generator=g)
+
+
+def _setup(loss):
+    cfg = _cfg(loss)
+    torch.manual_seed(0)
+    model = build_model(cfg, 10).double()
+    loss_fn = build_loss(loss, {}, dim=16).double()
+    opt = build_optimizer(cfg.optim, torch.nn.ModuleList([model.encoder, model.projector]), B)
+    probe_opt = torch.optim.AdamW(model.probe.parameters(), lr=1e-3)
+    return model, loss_fn, (opt, probe_opt)
+
+
+def _state(model, loss_fn, out, probe_loss):
+    return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "loss": out.total.detach(), "probe_loss": probe_loss.detach(),
+            "C": loss_fn.C.clone() if hasattr(loss_fn, "C") else None}
+
+
+def _worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    rt = Runtime(torch.device("cpu"), None, False, rank, world)
+    v1, v2, y = _batch()
+    sl = slice(rank * B // world, (rank + 1) * B // world)
+    results = {}
+    for loss in LOSSES:
+        model, loss_fn, opts = _setup(loss)
+        net = wrap_data_parallel(model, rt.device, sync_batchnorm=True)
+        assert any(isinstance(m, GlobalBatchNorm) for m in model.modules())
+        out, probe_loss = train_step(net, model, loss_fn, opts, v1[sl].double(), v2[sl].double(), y[sl], rt)
+        for t in (out.total, probe_loss):
+            dist.all_reduce(t)
+            t /= world
+        results[loss] = _state(model, loss_fn, out, probe_loss)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp_step")
+    mp.spawn(_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_full_step_two_workers_equal_one_worker(two_workers, loss):
+    model, loss_fn, opts = _setup(loss)
+    v1, v2, y = _batch()
+    out, probe_loss = train_step(model, model, loss_fn, opts, v1.double(), v2.double(), y,
+                                 Runtime(torch.device("cpu"), None, False, 0, 1))
+    ref = _state(model, loss_fn, out, probe_loss)
+    for rank in range(2):
+        got = two_workers[rank][loss]
+        torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(got["probe_loss"], ref["probe_loss"], rtol=1e-9, atol=1e-10)
+        for k, v in ref["params"].items():  # weights after the step, BN running statistics included
+            torch.testing.assert_close(got["params"][k], v, rtol=1e-7, atol=1e-9, msg=f"{loss}: {k}")
+        if ref["C"] is not None:
+            torch.testing.assert_close(got["C"], ref["C"], rtol=1e-9, atol=1e-12)

@@ -1,0 +1,121 @@
+"""Ray Train end to end: 2 DDP workers, a worker killed mid-run, and a real two-node cluster."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(tmp_path, **over):
+    cfg = {
+        "data": {"source": "synthetic", "synthetic_train_size": 256, "synthetic_test_size": 128,
+                 "synthetic_image_size": 16},
+        "views": {"preset": "symmetric", "size": 16},
+        "model": {"encoder": "small_cnn", "width": 4, "projector": "32-32"},
+        "loss": {"name": "vicreg_tico", "params": {"nu": 0.01}},
+        "optim": {"name": "adamw", "lr": 1e-3, "warmup_epochs": 1},
+        "train": {"epochs": 2, "batch_size": 32, "output_dir": str(tmp_path / "runs"), "run_name": "r",
+                  "checkpoint_every": 1, "keep_checkpoints": 5},
+        "eval": {"every": 1, "knn_k": 10, "probe_epochs": 5},
+        "scale": {"workers": 2},
+    }
+    for key, value in over.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _metrics(tmp_path):
+    return [json.loads(x) for x in (tmp_path / "runs" / "r" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_workers_through_the_cli(tmp_path):
+    cfg = _cfg(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "sslray.train", str(cfg)], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2 and summary["workers"] == 2
+    rows = _metrics(tmp_path)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert len(r["worker_nodes"]) == 2  # both ranks reported
+        assert {"loss", "loss_inv", "loss_var", "loss_cov", "knn_top1", "probe_top1", "rankme", "img_per_s"} <= set(r)
+    assert "batch 32/worker x 2 = 64 global" in proc.stdout
+    # 256 images / 64 global batch = 4 steps per epoch: each rank saw half of every global batch
+    ckpt_dir = tmp_path / "runs" / "r" / "epoch_0002"
+    assert (ckpt_dir / "checkpoint.pt").exists() and summary["checkpoint"] == str(ckpt_dir / "checkpoint.pt")
+    import sslray
+
+    enc = sslray.load_encoder(summary["checkpoint"])
+    assert enc.out_dim == 32
+    from sslray.checkpoint import load_checkpoint
+
+    state = load_checkpoint(summary["checkpoint"])
+    assert state["epoch"] == 2 and state["loss"]["C"].abs().sum() > 0  # TiCo's C travels in the checkpoint
+
+
+def _all_ray_worker_pids() -> list[int]:
+    """PIDs of Ray Train worker processes (their process title names the actor class)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split(None, 1)[0]) for line in out.splitlines() if "RayTrainWorker" in line]
+
+
+def test_killed_worker_restarts_from_the_latest_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path, train__epochs=4, data__synthetic_train_size=2048, scale__max_failures=2)
+    before = set(_all_ray_worker_pids())
+    proc = subprocess.Popen([sys.executable, "-m", "sslray.train", str(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        metrics_file = tmp_path / "runs" / "r" / "metrics.jsonl"
+        while time.time() < deadline and not (metrics_file.exists() and metrics_file.read_text().strip()):
+            time.sleep(0.2)
+        assert metrics_file.exists(), "epoch 1 never finished"
+        time.sleep(0.5)  # inside epoch 2
+        victims = [p for p in _all_ray_worker_pids() if p not in before]
+        assert victims, "no Ray Train worker process found"
+        os.kill(victims[-1], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    rows = _metrics(tmp_path)
+    epochs = [r["epoch"] for r in rows]
+    assert epochs == [1, 2, 3, 4], epochs  # no epoch before the checkpoint redone, none lost
+    assert "resumed from epoch" in out
+    summary = json.loads(out[out.index("{\n"):])
+    assert summary["status"] == "finished" and "knn_top1" in summary["metrics"]
+
+
+def test_two_node_cluster_runs_one_worker_per_node(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sslray.config import load_config
+    from sslray.ray_train import train_ray
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 100 * 2**20})
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert len(node_ids) == 2
+        cfg = load_config(_cfg(tmp_path), ["scale.placement_strategy=STRICT_SPREAD", f"scale.address={cluster.address}"])
+        summary = train_ray(cfg, tmp_path / "runs" / "r")
+        assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+        for row in _metrics(tmp_path):
+            assert set(row["worker_nodes"]) == node_ids  # one worker on each node, both did work
+            assert row["knn_top1"] > 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
