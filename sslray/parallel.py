@@ -10,6 +10,8 @@ layer per forward and one per backward.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -30,7 +32,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0] + list(range(2, x.dim()))
         n_local = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=x.dtype)
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), n_local])
-        stats = all_reduce(stats)  # autograd-aware: backward all-reduces the gradient of the stats
+        with warnings.catch_warnings():  # torch 2.14 marks it deprecated; its replacement is private API
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = all_reduce(stats)  # autograd-aware: backward all-reduces the gradient of the stats
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n

@@ -41,7 +41,7 @@ def test_two_workers_through_the_cli(tmp_path):
     cfg = _cfg(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "sslray.train", str(cfg)], capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_completed"] == 2 and summary["workers"] == 2
     rows = _metrics(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -92,7 +92,7 @@ def test_killed_worker_restarts_from_the_latest_checkpoint(tmp_path):
     epochs = [r["epoch"] for r in rows]
     assert epochs == [1, 2, 3, 4], epochs  # no epoch before the checkpoint redone, none lost
     assert "resumed from epoch" in out
-    summary = json.loads(out[out.index("{\n"):])
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
     assert summary["status"] == "finished" and "knn_top1" in summary["metrics"]
 
 
