@@ -42,8 +42,31 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A local checkpoint path for a file, a run directory, or an MLflow model URI
+    (``models:/NAME@best``, ``models:/NAME/3``, ``runs:/RUN_ID/encoder``) logged by ``sslray.tune``,
+    whose run holds the checkpoint as the artifact ``checkpoint/checkpoint.pt``."""
+    text = str(source)
+    if not text.startswith(("models:/", "runs:/")):
+        return Path(source)
+    import mlflow
+
+    if text.startswith("runs:/"):
+        run_id = text[len("runs:/"):].split("/")[0]
+    else:
+        name_ver = text[len("models:/"):]
+        client = mlflow.tracking.MlflowClient()
+        if "@" in name_ver:
+            name, alias = name_ver.split("@", 1)
+            run_id = client.get_model_version_by_alias(name, alias).run_id
+        else:
+            name, version = name_ver.split("/", 1)
+            run_id = client.get_model_version(name, version).run_id
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/checkpoint.pt"))
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if path.is_dir():  # a run directory or a checkpoints folder: take the latest
         found = latest_checkpoint(path)
         if found is None:
@@ -82,7 +105,7 @@ def prune_checkpoints(folder: Path, keep: int) -> None:
 
 
 def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The trained encoder of a checkpoint (file or run directory), in eval mode.
+    """The trained encoder of a checkpoint (file, run directory or MLflow model URI), in eval mode.
 
     The returned module maps normalised images to representations. Its ``sslray_config``
     attribute holds the run's config; preprocess uint8 images with

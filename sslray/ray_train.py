@@ -106,7 +106,7 @@ def init_ray(address: str | None) -> None:
     ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)
 
 
-def build_trainer(cfg: Config, storage: str):
+def build_trainer(cfg: Config, storage: str, extra_callbacks: list | None = None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -126,7 +126,7 @@ def build_trainer(cfg: Config, storage: str):
             name=cfg.train.run_name, storage_path=storage,
             failure_config=FailureConfig(max_failures=s.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-            callbacks=[_callback(run_dir, cfg_dict)],
+            callbacks=[_callback(run_dir, cfg_dict)] + list(extra_callbacks or []),
         ),
     )
 
@@ -171,8 +171,6 @@ def train_ray(cfg: Config, run_dir: Path) -> dict[str, Any]:
     extra: dict[str, Any] = {"workers": cfg.scale.workers, "storage": f"{storage}/{cfg.train.run_name}"}
     if error is not None:
         extra["error"] = f"{type(error).__name__}: {error}"[:2000]
-    summary = rd.summary(checkpoint and str(Path(checkpoint) / CKPT_FILE), **extra)
     if error is not None:
-        summary["status"] = "failed"
-        (run_dir / "summary.json").write_text(__import__("json").dumps(summary, indent=2))
-    return summary
+        extra["status"] = "failed"  # overrides the status derived from metrics.jsonl
+    return rd.summary(checkpoint and str(Path(checkpoint) / CKPT_FILE), **extra)

@@ -68,7 +68,8 @@ class RunDir:
         best = max(evaluated, key=lambda r: r["knn_top1"]) if evaluated else None
         done = [r["epoch"] for r in rows if "status" not in r]
         summary = {
-            "status": last.get("status", "finished" if rows else "failed"), "reason": last.get("reason"),
+            "status": last.get("status", "finished" if done and max(done) == self.cfg.train.epochs else "failed"),
+            "reason": last.get("reason"),
             "epochs_completed": max(done) if done else 0, "metrics": last,
             "best": {"knn_top1": best["knn_top1"], "epoch": best["epoch"]} if best else {},
             "run_dir": str(self.path), "checkpoint": checkpoint, **extra,

@@ -119,3 +119,14 @@ def test_two_node_cluster_runs_one_worker_per_node(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_non_finite_loss_ends_a_ray_run_without_retries(tmp_path):
+    cfg = _cfg(tmp_path, train__epochs=3, scale__max_failures=3)
+    text = cfg.read_text().replace("lr: 0.001", "lr: 1.0e+30").replace("name: adamw", "name: sgd")
+    cfg.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "sslray.train", str(cfg)], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "non-finite loss" in summary["reason"]
+    assert "resumed from epoch" not in proc.stdout + proc.stderr  # a result, not a retried failure

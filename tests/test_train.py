@@ -131,3 +131,31 @@ def test_bad_data_fails_before_anything_is_written(tiny_cfg, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sslray.train", str(cfg_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "missing.parquet" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_shard_batches_partition_each_epoch_without_overlap():
+    from sslray.loop import shard_batches
+
+    ranks = [shard_batches(100, 8, epoch=3, seed=0, rank=r, world=3) for r in range(3)]
+    assert all(b.shape == (4, 8) for b in ranks)  # 100 // (8 * 3) = 4 full global batches
+    seen = torch.cat([b.flatten() for b in ranks])
+    assert seen.unique().numel() == seen.numel() == 96  # disjoint across ranks
+    again = shard_batches(100, 8, epoch=3, seed=0, rank=1, world=3)
+    assert torch.equal(again, ranks[1])  # deterministic
+    assert not torch.equal(shard_batches(100, 8, epoch=4, seed=0, rank=1, world=3), ranks[1])  # reshuffled
+    with pytest.raises(ValueError, match="exceeds"):
+        shard_batches(10, 8, epoch=0, seed=0, rank=0, world=2)
+
+
+def test_readme_smoke_command(tmp_path):
+    """`python -m sslray.train sslray/recipes/smoke_synthetic.yaml` as the README shows it."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "sslray.train", str(repo / "sslray/recipes/smoke_synthetic.yaml")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 3
+    assert 0 < summary["metrics"]["knn_top1"] <= 1

@@ -1,6 +1,7 @@
 """``python -m sslray.eval CHECKPOINT [key.sub=value ...]``: kNN + offline linear probe.
 
-CHECKPOINT is a checkpoint file or a run directory (its latest checkpoint). Passing a config
+CHECKPOINT is a checkpoint file, a run directory (its latest checkpoint) or an MLflow model URI
+of a search's best encoder (``models:/sslray-NAME@best``, with --tracking-uri). Passing a config
 YAML instead evaluates the *untrained* encoder that config would start from -- the baseline a
 pretrained encoder has to beat. Overrides change the evaluation data or settings, e.g.
 ``data.root=/data eval.probe_epochs=50``. Prints one JSON object (and writes it with --output).
@@ -62,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides of the run's config")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--output", help="also write the JSON result here")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ sources")
     args = parser.parse_args(argv)
+    if args.tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(args.tracking_uri)
 
     from sslray.config import ConfigError
     from sslray.data import DataError

@@ -1,0 +1,113 @@
+"""MLflow tracking of a search: one parent run, one nested run per trial.
+
+A Tune callback on the driver writes, for each trial, every parameter (searched and fixed, as
+dotted config paths), every reported epoch's metrics with ``step=epoch`` (each loss term,
+kNN, probe, RankMe, throughput), and at the end its status and the reason it stopped (finished,
+ASHA, collapse, non-finite loss, error). Child runs carry the Tune trial id as a tag, so a resumed
+search finds and continues them instead of creating duplicates.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune import Callback
+
+TRIAL_TAG = "sslray.trial_id"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class MLflowTrials(Callback):
+    """Nested MLflow run per Tune trial (runs in the Tune driver process)."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space, stop_reasons: dict):
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.space, self.stop_reasons = space, stop_reasons
+        self.run_ids: dict[str, str] = {}
+        self.last_epoch: dict[str, int] = {}
+
+    @property
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.tracking_uri)
+
+    def _run_id(self, trial) -> str:
+        if trial.trial_id in self.run_ids:
+            return self.run_ids[trial.trial_id]
+        client = self.client
+        found = client.search_runs([self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'")
+        if found:  # resumed search: continue the trial's run
+            run_id = found[0].info.run_id
+            self.last_epoch[trial.trial_id] = int(found[0].data.metrics.get("epoch", 0))
+        else:
+            run = client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}",
+                                    tags={"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial.trial_id})
+            run_id = run.info.run_id
+            cfg = self.space.trial_config(trial.config)
+            params = flatten(cfg.to_dict())
+            client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
+            client.set_tag(run_id, "sslray.searched", ", ".join(trial.config))
+        self.run_ids[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+
+        epoch = int(result.get("epoch", 0))
+        if epoch <= self.last_epoch.get(trial.trial_id, 0):
+            return  # already logged (a resumed trial replays nothing twice)
+        self.last_epoch[trial.trial_id] = epoch
+        ts = int(result.get("timestamp", 0) * 1000)
+        metrics = [Metric(k, float(v), ts, epoch) for k, v in result.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and (k in _LOGGED or k.startswith("loss"))]
+        metrics = [m for m in metrics if math.isfinite(m.value)]
+        if metrics:
+            self.client.log_batch(self._run_id(trial), metrics=metrics)
+        if "checkpoint_dir_name" in result or "checkpoint_path" in result:
+            self.client.set_tag(self._run_id(trial), "sslray.checkpoint", result.get("checkpoint_path", ""))
+
+    def _end(self, trial, status: str, reason: str) -> None:
+        run_id = self._run_id(trial)
+        client = self.client
+        client.set_tag(run_id, "sslray.outcome", status)
+        client.set_tag(run_id, "sslray.stop_reason", reason)
+        client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        reason = self.stop_reasons.get(trial.trial_id)
+        if reason:
+            status = "diverged" if reason.startswith("non-finite") else "collapsed"
+        elif int(last.get("epoch", 0)) < self.space.max_epochs:
+            status, reason = "asha", f"stopped by ASHA after epoch {last.get('epoch')}"
+        else:
+            status, reason = "finished", f"ran all {self.space.max_epochs} epochs"
+        self.stop_reasons[trial.trial_id] = reason
+        self._end(trial, status, reason)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, "failed", f"error: {getattr(trial, 'error_file', '') or 'see the trial log'}")
+
+
+_LOGGED = {"epoch", "lr", "img_per_s", "epoch_time_s", "knn_top1", "probe_top1", "probe_loss", "rankme", "rankme_rep",
+           "emb_std", "emb_std_ratio"}
+
+
+def _param(key: str, value: Any):
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])

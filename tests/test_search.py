@@ -1,0 +1,133 @@
+"""Search-space files and the search itself (Optuna + ASHA over Ray Train trials, MLflow)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslray.config import ConfigError
+from sslray.search.space import load_search_space
+
+REPO = Path(__file__).resolve().parents[1]
+SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
+
+
+def test_shipped_search_spaces_exist():
+    assert {"tico", "vicreg", "tico_pure", "barlow", "quickstart"} <= {p.stem for p in SPACES}
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_search_space_loads_and_validates(path):
+    space = load_search_space(path)
+    assert space.params and space.metric in ("knn_top1", "probe_top1", "rankme")
+    for point in space.optuna.points_to_evaluate:
+        cfg = space.trial_config(point)
+        for k, v in point.items():
+            section, *rest = k.split(".")
+            node = getattr(cfg, section)
+            for r in rest[:-1]:
+                node = getattr(node, r)
+            assert (node[rest[-1]] if isinstance(node, dict) else getattr(node, rest[-1])) == v
+
+
+def _space(tmp_path, search=None, config=None):
+    doc = {
+        "config": config or {
+            "data": {"source": "synthetic", "synthetic_train_size": 256, "synthetic_test_size": 128,
+                     "synthetic_image_size": 16},
+            "views": {"size": 16}, "model": {"encoder": "small_cnn", "width": 4, "projector": "32-32"},
+            "loss": {"name": "vicreg_tico"}, "optim": {"name": "adamw", "lr": 1e-3, "warmup_epochs": 0},
+            "train": {"epochs": 4, "batch_size": 32}, "eval": {"knn_k": 10},
+            "scale": {"workers": 1, "cpus_per_worker": 1},
+        },
+        "search": search or {
+            "metric": "knn_top1", "mode": "max", "num_trials": 4, "max_concurrent": 2,
+            "params": {"loss.params.nu": {"dist": "loguniform", "low": 1e-3, "high": 1.0},
+                       "optim.lr": {"dist": "loguniform", "low": 1e-4, "high": 1e-2}},
+            "asha": {"grace_period": 1, "reduction_factor": 2},
+            "optuna": {"seed": 0, "n_startup_trials": 2,
+                       "points_to_evaluate": [{"loss.params.nu": 0.01, "optim.lr": 1e-3}]},
+        },
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path, doc
+
+
+@pytest.mark.parametrize("mutate, field, allowed", [
+    (lambda s: s["params"].update({"loss.params.gamma": {"dist": "uniform", "low": 0, "high": 1}}),
+     "search.params.loss.params.gamma", "lam, mu, nu, beta, eps"),
+    (lambda s: s["params"].update({"optim.lrr": {"dist": "uniform", "low": 0.1, "high": 1}}),
+     "search.params.optim.lrr", "lr"),
+    (lambda s: s["params"].update({"optim.lr": {"dist": "loguniform", "low": 0.1, "high": 0.1}}),
+     "search.params.optim.lr", "empty range"),
+    (lambda s: s["params"].update({"optim.lr": {"dist": "normal", "low": 0.1, "high": 1}}),
+     "search.params.optim.lr.dist", "loguniform, uniform, int, choice"),
+    (lambda s: s["params"].update({"loss.params.beta": {"dist": "uniform", "low": 0.5, "high": 1.0}}),
+     "search.params.loss.params.beta", "[0, 1)"),
+    (lambda s: s.update(metric="accuracy"), "search.metric", "knn_top1, probe_top1, rankme"),
+    (lambda s: s.update(mode="up"), "search.mode", "max, min"),
+    (lambda s: s["asha"].update(grace_period=10), "search.asha.grace_period", "[1, train.epochs=4]"),
+    (lambda s: s["optuna"].update(points_to_evaluate=[{"optim.lr": 1e-3}]),
+     "search.optuna.points_to_evaluate[0]", "loss.params.nu, optim.lr"),
+])
+def test_bad_search_space_fails_with_one_clear_message(tmp_path, mutate, field, allowed):
+    path, doc = _space(tmp_path)
+    mutate(doc["search"])
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as err:
+        load_search_space(path)
+    assert field in str(err.value) and allowed in str(err.value), str(err.value)
+    proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and field in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.slow
+def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path):
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    import sslray
+
+    path, _ = _space(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp"),
+                           "--name", "e2e", "--num-cpus", "4"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    exp = tmp_path / "exp" / "e2e"
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["trials"] == 4
+    assert summary["outcomes"].get("asha", 0) >= 1, summary["outcomes"]  # ASHA stopped at least one trial
+    assert "best knn_top1" in proc.stdout
+
+    client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "e2e"]
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sslray.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 4
+    for child in children:
+        epochs = child.data.metrics["epoch"]
+        for key in ("knn_top1", "loss", "loss_inv", "loss_var", "loss_cov", "rankme", "img_per_s"):
+            history = client.get_metric_history(child.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, int(epochs) + 1)), key  # every epoch
+        assert child.data.params["loss.name"] == "vicreg_tico" and "loss.params.nu" in child.data.params
+        assert child.data.tags["sslray.outcome"] in ("finished", "asha", "collapsed", "diverged")
+    best = summary["best"]
+    assert best["epochs"] == 4 and best["checkpoint"]
+    enc = sslray.load_encoder(Path(best["checkpoint"]) / "checkpoint.pt")
+    mlflow.set_tracking_uri(f"sqlite:///{exp / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model("models:/sslray-e2e@best")
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(model(x), enc(x))
+    # the same encoder through sslray.load_encoder and `python -m sslray.eval` with the MLflow URI
+    torch.testing.assert_close(sslray.load_encoder("models:/sslray-e2e@best")(x), enc(x))
+    ev = subprocess.run([sys.executable, "-m", "sslray.eval", "models:/sslray-e2e@best", "eval.probe_epochs=3",
+                         "--tracking-uri", f"sqlite:///{exp / 'mlflow.db'}"], capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    res = json.loads(ev.stdout)
+    assert res["epoch"] == 4 and res["knn_top1"] == pytest.approx(best["knn_top1"], abs=1e-6)
