@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Stopper
+
 from sslray.search.space import SearchSpace
 
 
@@ -28,7 +30,7 @@ def _tune_space(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
-class CollapseStopper:
+class CollapseStopper(Stopper):
     """Stops a trial whose loss went non-finite or whose embeddings collapsed; remembers why."""
 
     def __init__(self, space: SearchSpace, reasons: dict[str, str]):
