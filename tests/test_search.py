@@ -35,20 +35,24 @@ def test_every_search_space_loads_and_validates(path):
 def _space(tmp_path, search=None, config=None):
     doc = {
         "config": config or {
-            "data": {"source": "synthetic", "synthetic_train_size": 256, "synthetic_test_size": 128,
-                     "synthetic_image_size": 16},
-            "views": {"size": 16}, "model": {"encoder": "small_cnn", "width": 4, "projector": "32-32"},
+            "data": {"source": "synthetic", "synthetic_train_size": 512, "synthetic_test_size": 128,
+                     "synthetic_image_size": 32},
+            "views": {"size": 32}, "model": {"encoder": "small_cnn", "width": 8, "projector": "32-32"},
             "loss": {"name": "vicreg_tico"}, "optim": {"name": "adamw", "lr": 1e-3, "warmup_epochs": 0},
             "train": {"epochs": 4, "batch_size": 32}, "eval": {"knn_k": 10},
             "scale": {"workers": 1, "cpus_per_worker": 1},
         },
         "search": search or {
-            "metric": "knn_top1", "mode": "max", "num_trials": 4, "max_concurrent": 2,
+            # sequential trials, a sane first point and a wrecked second one (lr 1.0: kNN ~11 % vs
+            # ~19 % after an epoch) so ASHA's first rung must stop the second: deterministic.
+            "metric": "knn_top1", "mode": "max", "num_trials": 4, "max_concurrent": 1,
             "params": {"loss.params.nu": {"dist": "loguniform", "low": 1e-3, "high": 1.0},
-                       "optim.lr": {"dist": "loguniform", "low": 1e-4, "high": 1e-2}},
+                       "optim.lr": {"dist": "loguniform", "low": 1e-4, "high": 1.0}},
             "asha": {"grace_period": 1, "reduction_factor": 2},
             "optuna": {"seed": 0, "n_startup_trials": 2,
-                       "points_to_evaluate": [{"loss.params.nu": 0.01, "optim.lr": 1e-3}]},
+                       "points_to_evaluate": [{"loss.params.nu": 0.01, "optim.lr": 1e-3},
+                                              {"loss.params.nu": 0.01, "optim.lr": 1.0}]},
+            "stop": {"rankme_below": None, "emb_std_ratio_below": None},  # let ASHA decide here
         },
     }
     path = tmp_path / "space.yaml"
@@ -122,7 +126,7 @@ def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path):
     enc = sslray.load_encoder(Path(best["checkpoint"]) / "checkpoint.pt")
     mlflow.set_tracking_uri(f"sqlite:///{exp / 'mlflow.db'}")
     model = mlflow.pytorch.load_model("models:/sslray-e2e@best")
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x), enc(x))
     # the same encoder through sslray.load_encoder and `python -m sslray.eval` with the MLflow URI
     torch.testing.assert_close(sslray.load_encoder("models:/sslray-e2e@best")(x), enc(x))
@@ -131,3 +135,65 @@ def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path):
     assert ev.returncode == 0, ev.stderr[-3000:]
     res = json.loads(ev.stdout)
     assert res["epoch"] == 4 and res["knn_top1"] == pytest.approx(best["knn_top1"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
+    import os
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    path, doc = _space(tmp_path)
+    doc["search"].update(max_concurrent=1, num_trials=3)
+    doc["config"]["train"]["epochs"] = 3
+    doc["search"]["asha"]["grace_period"] = 3  # no ASHA stops: every trial runs to the end
+    path.write_text(yaml.safe_dump(doc))
+    cmd = [sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp"), "--name", "r",
+           "--num-cpus", "4"]
+    exp = tmp_path / "exp" / "r"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        finished = []
+        while time.time() < deadline and len(finished) < 1:  # one trial done, the next one started
+            time.sleep(1)
+            finished = [d for d in (exp / "trials").glob("train-*") if (d / "epoch_0003").exists()]
+        assert finished, "no trial finished before the deadline"
+        time.sleep(3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    first_done = {d.name for d in finished}
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["trials"] == 3 and summary["best"] is not None
+    # the trial finished before the kill was not trained again: one line per epoch in its run
+    for name in first_done:
+        epochs = [json.loads(x)["epoch"] for x in (exp / "trials" / name / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3], (name, epochs)
+    client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "r"]
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sslray.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 3  # no duplicate runs
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "knn_top1")]
+        assert sorted(steps) == sorted(set(steps)) == [1, 2, 3]  # no epoch logged twice
+
+
+def test_collapse_stopper_records_why():
+    from sslray.search.run import CollapseStopper
+
+    space = load_search_space(REPO / "search_spaces" / "quickstart.yaml")
+    reasons = {}
+    stop = CollapseStopper(space, reasons)
+    assert not stop("a", {"epoch": 1, "rankme": 40.0, "emb_std_ratio": 0.9})
+    assert stop("b", {"epoch": 2, "rankme": 1.3, "emb_std_ratio": 0.9})
+    assert stop("c", {"epoch": 1, "status": "diverged", "reason": "non-finite loss at epoch 1, step 3"})
+    assert stop("d", {"epoch": 3, "rankme": 40.0, "emb_std_ratio": 0.01})
+    assert reasons["b"].startswith("collapse: RankMe 1.30 < 2.0 at epoch 2")
+    assert reasons["c"].startswith("non-finite loss") and "std ratio" in reasons["d"] and "a" not in reasons
