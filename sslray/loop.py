@@ -132,8 +132,13 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
                  f"batch {t.batch_size}/worker x {rt.world_size} = {global_batch} global | lr {base_lr:.4g} | "
                  f"{rt.device}, {'bf16' if rt.amp_dtype else 'fp32'}{', channels_last' if rt.channels_last else ''}")
 
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = dict(resume["metrics"]) if resume is not None else {}
     status, reason, completed = "finished", None, start_epoch
+    if resume is not None and start_epoch >= t.epochs:
+        # Nothing left to train (e.g. a search driver died right after this run's last epoch):
+        # report the final result again so whoever listens (Tune, MLflow) has it. Listeners
+        # ignore epochs they already hold.
+        reporter.report(metrics, None)
     for epoch in range(start_epoch, t.epochs):
         net.train()
         loss_fn.train()

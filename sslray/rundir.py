@@ -51,7 +51,11 @@ class RunDir:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
 
     def add_metrics(self, metrics: dict[str, Any]) -> None:
+        """Append one epoch's metrics; an epoch already recorded (a replayed report) is skipped."""
         self.start()
+        if "status" not in metrics and any(r.get("epoch") == metrics.get("epoch") and "status" not in r
+                                           for r in self.metrics()):
+            return
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         self.log(format_epoch(metrics, self.cfg.train.epochs))
