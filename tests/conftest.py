@@ -30,3 +30,24 @@ def tiny_cfg(tmp_path):
 def requires_cifar():
     return pytest.mark.skipif(not (CIFAR / "train.parquet").exists(),
                               reason=f"real CIFAR-10 parquet not found at {CIFAR}")
+
+
+def _gloo_entry(rank, world, fn, init_file, out_dir):
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save(fn(rank, world), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_gloo_workers(fn, tmp_dir, world=2):
+    """Run ``fn(rank, world)`` in ``world`` CPU processes joined by a gloo process group; returns
+    each rank's return value (tensors / plain data), in rank order."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_entry, args=(world, fn, str(Path(tmp_dir) / "init"), str(tmp_dir)), nprocs=world, join=True)
+    return [torch.load(Path(tmp_dir) / f"rank{r}.pt", weights_only=True) for r in range(world)]

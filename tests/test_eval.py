@@ -1,6 +1,5 @@
 import math
 
-import pytest
 import torch
 
 from sslray.eval import collapse_stats, knn_accuracy, knn_predict, linear_probe, rankme

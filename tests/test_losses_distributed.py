@@ -5,12 +5,11 @@ batch, a shared-seed linear projector wrapped in DDP, and every loss; two SGD st
 step by step with one process on the whole batch. A negative control shows the check catches the classic bug
 (a plain ``dist.all_reduce`` of Barlow Twins' cross-correlation inside the graph).
 """
-import os
 
 import pytest
+from conftest import run_gloo_workers
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from sslray.losses import LOSSES, build_loss
 from sslray.losses.barlow import batch_standardise, off_diagonal, on_diagonal
@@ -62,9 +61,8 @@ def _steps(loss_fn, model, x1, x2, steps=2):
     return out
 
 
-def _worker(rank, world, init_file, out_dir):
+def _worker(rank, world):
     torch.set_num_threads(1)  # two processes on two cores
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     x1, x2 = _data()
     sl = slice(rank * N // world, (rank + 1) * N // world)
     results = {}
@@ -76,15 +74,13 @@ def _worker(rank, world, init_file, out_dir):
         for r in results[name]:
             dist.all_reduce(r["loss"])  # the logged value: mean over ranks
             r["loss"] /= world
-    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    return results
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return run_gloo_workers(_worker, tmp)
 
 
 def _single(name):

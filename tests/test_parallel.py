@@ -1,12 +1,11 @@
 """A full optimisation step of encoder + projector (+ online probe) on 2 DDP workers equals one
 worker on the combined batch -- BatchNorm included (global statistics on the CPU via
 GlobalBatchNorm) -- for every loss, with LARS."""
-import os
 
 import pytest
+from conftest import run_gloo_workers
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from sslray.config import load_config
 from sslray.losses import LOSSES, build_loss
@@ -45,8 +44,7 @@ def _state(model, loss_fn, out, probe_loss):
             "C": loss_fn.C.clone() if hasattr(loss_fn, "C") else None}
 
 
-def _worker(rank, world, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _worker(rank, world):
     rt = Runtime(torch.device("cpu"), None, False, rank, world)
     v1, v2, y = _batch()
     sl = slice(rank * B // world, (rank + 1) * B // world)
@@ -60,15 +58,13 @@ def _worker(rank, world, init_file, out_dir):
             dist.all_reduce(t)
             t /= world
         results[loss] = _state(model, loss_fn, out, probe_loss)
-    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    return results
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp_step")
-    mp.spawn(_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return run_gloo_workers(_worker, tmp)
 
 
 @pytest.mark.parametrize("loss", list(LOSSES))

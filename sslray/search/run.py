@@ -73,10 +73,6 @@ def make_trainable(space: SearchSpace, trials_dir: str, overrides: list[str]):
     return trial
 
 
-def _metric_or_worst(space: SearchSpace):
-    worst = -math.inf if space.mode == "max" else math.inf
-    return lambda m: m.get(space.metric, worst) if isinstance(m.get(space.metric), (int, float)) else worst
-
 
 def run_search(space: SearchSpace, output: str, name: str, resume: bool = False, overrides: list[str] | None = None,
                tracking_uri: str | None = None, registered_model: str | None = None, address: str | None = None,
@@ -142,7 +138,6 @@ def _finish(space, results, exp_dir: Path, client, parent_id: str, reasons: dict
     """Summary table, best trial, its encoder logged and registered in MLflow."""
     from sslray.search.tracking import TRIAL_TAG
 
-    score = _metric_or_worst(space)
     rows, outcomes = [], {}
     children = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
         [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")}
