@@ -91,7 +91,7 @@ def test_bad_search_space_fails_with_one_clear_message(tmp_path, mutate, field, 
 
 
 @pytest.mark.slow
-def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path):
+def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path, monkeypatch):
     import mlflow
     import torch
     from mlflow.tracking import MlflowClient
@@ -124,7 +124,9 @@ def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path):
     best = summary["best"]
     assert best["epochs"] == 4 and best["checkpoint"]
     enc = sslray.load_encoder(Path(best["checkpoint"]) / "checkpoint.pt")
-    mlflow.set_tracking_uri(f"sqlite:///{exp / 'mlflow.db'}")
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to child processes: scope it to this test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{exp / 'mlflow.db'}")
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", f"sqlite:///{exp / 'mlflow.db'}")
     model = mlflow.pytorch.load_model("models:/sslray-e2e@best")
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x), enc(x))
@@ -197,3 +199,53 @@ def test_collapse_stopper_records_why():
     assert stop("d", {"epoch": 3, "rankme": 40.0, "emb_std_ratio": 0.01})
     assert reasons["b"].startswith("collapse: RankMe 1.30 < 2.0 at epoch 2")
     assert reasons["c"].startswith("non-finite loss") and "std ratio" in reasons["d"] and "a" not in reasons
+
+
+@pytest.mark.slow
+def test_search_logs_to_a_real_mlflow_server(tmp_path):
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("mlflow server did not come up in 90 s")
+        path, doc = _space(tmp_path)
+        doc["search"].update(num_trials=2)
+        path.write_text(yaml.safe_dump(doc))
+        proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp"),
+                               "--name", "srv", "--num-cpus", "4", "--tracking-uri", uri],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert not (tmp_path / "exp" / "srv" / "mlflow.db").exists()  # everything went to the server
+        client = MlflowClient(uri)
+        (experiment,) = [e for e in client.search_experiments() if e.name == "srv"]
+        runs = client.search_runs([experiment.experiment_id])
+        parents = [r for r in runs if r.data.tags.get("sslray.role") == "search"]
+        assert len(parents) == 1 and len(runs) == 3
+        version = client.get_model_version_by_alias("sslray-srv", "best")
+        assert version.run_id in {r.info.run_id for r in runs}
+        assert any(a.path == "search_space.yaml" for a in client.list_artifacts(parents[0].info.run_id))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
