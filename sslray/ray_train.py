@@ -13,6 +13,7 @@ A non-finite loss is a *result* (status "diverged"), not an exception, so it is 
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -70,6 +71,12 @@ def train_worker(loop_config: dict) -> None:
     from sslray.loop import run
 
     cfg = from_dict(loop_config["config"])
+    # Ray Train logs every report and checkpoint at INFO from every worker (loggers named by file
+    # path in Ray 2.60): the epoch line already says it all.
+    from ray.train.v2._internal.execution import context as _ctx, storage as _storage
+
+    for mod in (_ctx, _storage):
+        logging.getLogger(mod.__file__).setLevel(logging.WARNING)
     # Ray sets OMP_NUM_THREADS to the worker's CPU share; make torch use exactly that many threads.
     torch.set_num_threads(max(1, int(cfg.scale.cpus_per_worker)))
     if cfg.scale.use_gpu:
