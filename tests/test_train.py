@@ -51,7 +51,8 @@ def test_training_learns_on_synthetic_data(tiny_cfg, tmp_path):
     """A real learning check: kNN after pretraining beats the untrained encoder by a margin."""
     from sslray.eval.__main__ import evaluate_checkpoint
 
-    tiny_cfg["train"].update(epochs=24, batch_size=64, checkpoint_every=0)
+    # 48 epochs: margins 0.37-0.43 over seeds 0-3 (24 epochs gave 0.03-0.29, a coin flip)
+    tiny_cfg["train"].update(epochs=48, batch_size=64, checkpoint_every=0)
     tiny_cfg["data"].update(synthetic_train_size=1024, synthetic_test_size=512, synthetic_image_size=32)
     tiny_cfg["views"]["size"] = 32
     tiny_cfg["model"].update(width=8, projector="128-128")
@@ -63,7 +64,7 @@ def test_training_learns_on_synthetic_data(tiny_cfg, tmp_path):
     base = evaluate_checkpoint(str(cfg_path), ["eval.probe_epochs=5"])
     trained = evaluate_checkpoint(str(rep.last_checkpoint), ["eval.probe_epochs=5"])
     assert base["untrained"] and not trained["untrained"]
-    assert trained["knn_top1"] > base["knn_top1"] + 0.10, (base["knn_top1"], trained["knn_top1"])
+    assert trained["knn_top1"] > base["knn_top1"] + 0.15, (base["knn_top1"], trained["knn_top1"])
     assert trained["knn_top1"] == pytest.approx(summary["metrics"]["knn_top1"], abs=1e-6)
 
 
