@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 FORMAT = 1
+RAY_CKPT_FILE = "checkpoint.pt"  # the file inside a Ray Train checkpoint folder (epoch_NNNN/)
 _NAME = re.compile(r"^epoch_(\d+)\.pt$")
 
 
@@ -43,12 +44,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def resolve_checkpoint(source: str | Path) -> Path:
-    """A local checkpoint path for a file, a run directory, or an MLflow model URI
-    (``models:/NAME@best``, ``models:/NAME/3``, ``runs:/RUN_ID/encoder``) logged by ``sslray.tune``,
-    whose run holds the checkpoint as the artifact ``checkpoint/checkpoint.pt``."""
+    """A local checkpoint path for a file, a run directory, a Ray Train checkpoint folder, a
+    checkpoint in cluster storage (any pyarrow URI: ``s3://…/epoch_0100``, ``gs://…``,
+    ``file://…``; copied to a temporary folder), or an MLflow model URI (``models:/NAME@best``,
+    ``models:/NAME/3``, ``runs:/RUN_ID/encoder``) logged by ``sslray.tune``, whose run holds the
+    checkpoint as the artifact ``checkpoint/checkpoint.pt``."""
     text = str(source)
     if not text.startswith(("models:/", "runs:/")):
-        return Path(source)
+        return _download(text) if "://" in text else Path(source)
     import mlflow
 
     if text.startswith("runs:/"):
@@ -65,8 +68,34 @@ def resolve_checkpoint(source: str | Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/checkpoint.pt"))
 
 
+def storage_uri(storage: str, path: str) -> str:
+    """Where a Ray checkpoint lives, as a path or URI someone can pass back to ``load_encoder``:
+    Ray reports paths inside the storage filesystem (``bucket/…`` for ``s3://bucket/…``)."""
+    if "://" not in storage:
+        return path
+    return f"{storage.split('://', 1)[0]}://{path}"
+
+
+def _download(uri: str) -> Path:
+    """A checkpoint file (or Ray Train checkpoint folder) in a pyarrow filesystem, copied locally."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        path = f"{path.rstrip('/')}/{RAY_CKPT_FILE}"
+        info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"checkpoint not found: {uri}")
+    local = Path(tempfile.mkdtemp(prefix="sslray-ckpt-")) / RAY_CKPT_FILE
+    pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return local
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = resolve_checkpoint(path)
+    if path.is_dir() and (path / RAY_CKPT_FILE).is_file():  # a Ray Train checkpoint folder
+        path = path / RAY_CKPT_FILE
     if path.is_dir():  # a run directory or a checkpoints folder: take the latest
         found = latest_checkpoint(path)
         if found is None:

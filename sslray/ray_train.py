@@ -22,10 +22,8 @@ from typing import Any
 
 import torch
 
-from sslray.checkpoint import load_checkpoint, save_checkpoint
+from sslray.checkpoint import RAY_CKPT_FILE as CKPT_FILE, load_checkpoint, save_checkpoint, storage_uri
 from sslray.config import Config, from_dict
-
-CKPT_FILE = "checkpoint.pt"
 
 
 class RayReporter:
@@ -173,11 +171,12 @@ def train_ray(cfg: Config, run_dir: Path) -> dict[str, Any]:
                 shutil.rmtree(Path(storage) / cfg.train.run_name, ignore_errors=True)  # nothing half-written
             raise data_err from None
         result, error = None, e
-    checkpoint = result.checkpoint.path if result is not None and result.checkpoint is not None else None
+    checkpoint = (storage_uri(storage, result.checkpoint.path)
+                  if result is not None and result.checkpoint is not None else None)
     rd = RunDir(cfg, run_dir, echo=False)
     extra: dict[str, Any] = {"workers": cfg.scale.workers, "storage": f"{storage}/{cfg.train.run_name}"}
     if error is not None:
         extra["error"] = f"{type(error).__name__}: {error}"[:2000]
     if error is not None:
         extra["status"] = "failed"  # overrides the status derived from metrics.jsonl
-    return rd.summary(checkpoint and str(Path(checkpoint) / CKPT_FILE), **extra)
+    return rd.summary(checkpoint and f"{checkpoint}/{CKPT_FILE}", **extra)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=5")
     parser.add_argument("--workers", type=int, help="Ray Train workers (0: no Ray); same as scale.workers=N")
     parser.add_argument("--address", help="Ray cluster address; same as scale.address=ADDR")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow options
     overrides = list(args.overrides)
     if args.workers is not None:
         overrides.append(f"scale.workers={args.workers}")

@@ -23,10 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default="experiments", help="experiments folder (default: ./experiments)")
     ap.add_argument("--resume", action="store_true", help="continue the experiment of the same name")
     ap.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    ap.add_argument("--storage", help="where Tune state and trial checkpoints go: a path or pyarrow URI "
+                                      "(s3://, gs://, an NFS path) every node reaches; needed on a multi-node "
+                                      "cluster (default: the experiment folder)")
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else <experiment>/mlflow.db)")
     ap.add_argument("--registered-model", help="register the best encoder under this name (default: sslray-<name>)")
     ap.add_argument("--num-cpus", type=float, help="logical CPUs of a local Ray (default: the machine's cores)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--plan", action="store_true",
+                    help="print ASHA's rungs and the trial-epochs / GPU-hours the search will spend; run nothing")
+    ap.add_argument("--epoch-seconds", type=float,
+                    help="with --plan: seconds one trial-epoch takes (training + evaluation), for GPU-hours")
+    args = ap.parse_intermixed_args(argv)  # overrides may follow options
+    if args.epoch_seconds is not None and not (args.plan and args.epoch_seconds > 0):
+        ap.error("--epoch-seconds: allowed only with --plan, and > 0")
 
     from sslray.config import ConfigError
     from sslray.data import DataError
@@ -37,9 +46,25 @@ def main(argv: list[str] | None = None) -> int:
         space = load_search_space(args.search_space)
         space.trial_config({p.path: (p.values[0] if p.dist == "choice" else p.low) for p in space.params},
                            args.overrides)  # overrides checked before anything starts
-        exp = Path(args.output) / name
-        if (exp / "tune").exists() and not args.resume:
-            raise ConfigError(f"--name: {exp} already holds a search; pass --resume to continue it or choose another --name")
+        if args.plan:
+            from sslray.search.plan import budget, format_budget
+
+            space.base = space.trial_config({}, args.overrides).to_dict()  # e.g. train.epochs=50
+            print(format_budget(space, budget(space, args.epoch_seconds)))
+            return 0
+        from sslray.search.run import ray_storage, search_exists
+
+        if args.storage and "://" in args.storage:
+            import pyarrow.fs
+
+            try:
+                pyarrow.fs.FileSystem.from_uri(args.storage)
+            except Exception as e:  # unknown scheme, missing bucket/credentials library
+                raise ConfigError(f"--storage: {args.storage} is not a usable pyarrow URI ({e}); allowed: a path, "
+                                  "file://, s3://, gs://, hdfs:// ...") from None
+        if not args.resume and search_exists(args.output, name, args.storage):
+            raise ConfigError(f"--name: {ray_storage(args.output, name, args.storage)} already holds a search; "
+                              "pass --resume to continue it or choose another --name")
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -47,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = run_search(space, args.output, name, resume=args.resume, overrides=args.overrides,
                          tracking_uri=args.tracking_uri, registered_model=args.registered_model or f"sslray-{name}",
-                         address=args.address, num_cpus=args.num_cpus)
+                         address=args.address, num_cpus=args.num_cpus, storage=args.storage)
     best = summary["best"]
     print(f"\n{summary['trials']} trials in {summary['wall_time_s']:.0f} s: " +
           ", ".join(f"{n} {k}" for k, n in sorted(summary["outcomes"].items())))

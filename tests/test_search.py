@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from sslray.config import ConfigError
@@ -249,3 +250,100 @@ def test_search_logs_to_a_real_mlflow_server(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_eval_of_a_search_space_is_the_untrained_base_config(tiny_cfg, tmp_path):
+    """`python -m sslray.eval SPACE.yaml`: the untrained encoder every trial starts from."""
+    from sslray.eval.__main__ import main as eval_main
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny_cfg))
+    space = tmp_path / "s.yaml"
+    space.write_text(yaml.safe_dump({"base": "base.yaml", "config": {"model": {"width": 6}},
+                                     "search": {"metric": "knn_top1", "mode": "max", "num_trials": 2, "asha": {"grace_period": 1},
+                                                "params": {"optim.lr": {"dist": "loguniform", "low": 1e-4, "high": 1e-2}}}}))
+    cfg_out, space_out = tmp_path / "cfg.json", tmp_path / "space.json"
+    assert eval_main([str(base), "model.width=6", "eval.probe_epochs=2", "--output", str(cfg_out)]) == 0
+    assert eval_main([str(space), "eval.probe_epochs=2", "--output", str(space_out)]) == 0
+    a, b = json.loads(cfg_out.read_text()), json.loads(space_out.read_text())
+    assert b["untrained"] and b["knn_top1"] == a["knn_top1"] and b["probe_test_top1"] == a["probe_test_top1"]
+
+
+@pytest.mark.slow
+def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path):
+    """The same command against a cluster by address: trials' Train workers run on the worker
+    nodes (the head, like cluster/*.yaml's, gives them no CPU), Tune state and checkpoints land in
+    the --storage URI, and the best checkpoint loads back from there."""
+    from ray.cluster_utils import Cluster
+
+    import sslray
+
+    path, doc = _space(tmp_path)
+    doc["search"].update(num_trials=2, max_concurrent=2)
+    doc["search"]["optuna"]["points_to_evaluate"] = [{"loss.params.nu": 0.01, "optim.lr": 1e-3},
+                                                     {"loss.params.nu": 0.1, "optim.lr": 3e-3}]
+    doc["config"]["train"]["epochs"] = 2
+    doc["search"]["asha"]["grace_period"] = 2
+    path.write_text(yaml.safe_dump(doc))
+    mem = {"object_store_memory": 100 * 2**20}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **mem})
+    try:
+        workers = [cluster.add_node(num_cpus=2, **mem) for _ in range(2)]
+        cluster.wait_for_nodes()
+        storage = (tmp_path / "bucket").as_uri()  # file:///...: the pyarrow URI path, as s3:// takes
+        proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--address", cluster.address,
+                               "--storage", storage, "--output", str(tmp_path / "exp"), "--name", "c"],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    finally:
+        cluster.shutdown()
+    summary = json.loads((tmp_path / "exp" / "c" / "summary.json").read_text())
+    assert summary["trials"] == 2 and summary["outcomes"] == {"finished": 2}
+    # every Train worker of every trial ran on a worker node
+    worker_ids = {w.node_id for w in workers}
+    rows = [json.loads(x) for f in (tmp_path / "exp" / "c" / "trials").glob("train-*/metrics.jsonl")
+            for x in f.read_text().splitlines()]
+    assert len(rows) == 4 and all(set(r["worker_nodes"]) <= worker_ids for r in rows)
+    # Tune state and both trials' checkpoints are in the storage, not in the local experiment folder
+    bucket = tmp_path / "bucket" / "c"
+    assert (bucket / "tune").is_dir() and len(list(bucket.glob("trials/train-*/epoch_0002/checkpoint.pt"))) == 2
+    assert not list((tmp_path / "exp" / "c" / "trials").rglob("checkpoint.pt"))
+    best = summary["best"]
+    assert best["checkpoint"].startswith(storage + "/c/trials/train-")
+    enc = sslray.load_encoder(best["checkpoint"])  # copied back from the storage URI
+    assert enc(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+    # a second search of the same name on the same storage is refused before anything starts
+    again = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--storage", storage,
+                            "--output", str(tmp_path / "exp2"), "--name", "c"], capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a search" in again.stderr and not (tmp_path / "exp2").exists()
+
+
+@pytest.mark.parametrize("max_t, grace, eta", [(100, 10, 3), (8, 2, 3), (9, 1, 3), (50, 5, 2), (4, 1, 2)])
+def test_plan_rungs_are_ray_asha_rungs(tmp_path, max_t, grace, eta):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from sslray.search.plan import rungs
+
+    path, doc = _space(tmp_path)
+    doc["config"]["train"]["epochs"] = max_t
+    doc["search"]["asha"] = {"grace_period": grace, "reduction_factor": eta}
+    path.write_text(yaml.safe_dump(doc))
+    ray_asha = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=eta,
+                             metric="knn_top1", mode="max")
+    assert rungs(load_search_space(path)) == sorted(r for r, _ in ray_asha._brackets[0]._rungs if r < max_t)
+
+
+def test_plan_prints_the_budget_and_runs_nothing(tmp_path):
+    from sslray.search.plan import budget
+
+    b = budget(load_search_space(REPO / "search_spaces" / "tico.yaml"), epoch_seconds=9.0)
+    # 64 trials, rungs 10/30/90 of 100 epochs, eta 3: 64*10 + 22*20 + 8*60 + 3*10 trial-epochs
+    assert b["rungs"] == [10, 30, 90] and b["trials_reaching"] == {10: 64, 30: 22, 90: 8, 100: 3}
+    assert b["trial_epochs_asha"] == 1590 and b["trial_epochs_all"] == 6400
+    assert b["gpu_hours_asha"] == pytest.approx(1590 * 9 / 3600, abs=0.05) and b["gpus_at_once"] == 8
+    proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(REPO / "search_spaces" / "quickstart.yaml"),
+                           "--plan", "--epoch-seconds", "20", "train.epochs=12", "--output", str(tmp_path / "exp")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "up to 12 epochs" in proc.stdout and "ASHA rungs at epochs 2, 6" in proc.stdout
+    assert not (tmp_path / "exp").exists()

@@ -2,7 +2,7 @@
 
 CHECKPOINT is a checkpoint file, a run directory (its latest checkpoint) or an MLflow model URI
 of a search's best encoder (``models:/sslray-NAME@best``, with --tracking-uri). Passing a config
-YAML instead evaluates the *untrained* encoder that config would start from -- the baseline a
+YAML (or a search-space YAML) instead evaluates the *untrained* encoder that config would start from -- the baseline a
 pretrained encoder has to beat. Overrides change the evaluation data or settings, e.g.
 ``data.root=/data eval.probe_epochs=50``. Prints one JSON object (and writes it with --output).
 """
@@ -17,6 +17,24 @@ from pathlib import Path
 import torch
 
 
+def _yaml_config(path: str, overrides: list[str] | None):
+    """A run config YAML, or a search-space YAML (its base config: what every trial starts from)."""
+    import yaml
+
+    from sslray.config import load_config
+
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        raw = None  # load_config names the problem
+    if isinstance(raw, dict) and "search" in raw:
+        from sslray.search.space import load_search_space
+
+        return load_search_space(path).trial_config({}, overrides)
+    return load_config(path, overrides)
+
+
 def evaluate_checkpoint(source: str, overrides: list[str] | None = None, device: str = "auto") -> dict:
     from sslray import data as data_mod
     from sslray.checkpoint import load_checkpoint
@@ -25,7 +43,7 @@ def evaluate_checkpoint(source: str, overrides: list[str] | None = None, device:
     from sslray.models import build_model
 
     if source.endswith((".yaml", ".yml")):
-        cfg, state = load_config(source, overrides), None
+        cfg, state = _yaml_config(source, overrides), None
     else:
         state = load_checkpoint(source)
         cfg = load_config(state["config"], overrides)
@@ -64,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--output", help="also write the JSON result here")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ sources")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow options
     if args.tracking_uri:
         import mlflow
 

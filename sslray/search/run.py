@@ -1,11 +1,16 @@
 """Run a search: Optuna TPE proposes, ASHA stops, every trial is a Ray Train run, MLflow records.
 
-Layout of one experiment (``--output``/``<name>``, local or a pyarrow URI for the Ray parts):
+Layout of one experiment, ``--output``/``<name>`` on the driver's machine:
 
-    tune/       Tune's experiment state (``--resume`` continues from it)
-    trials/     one Ray Train run per trial: train-<trial id>/ with metrics.jsonl, epoch_NNNN/ checkpoints
+    tune/       Tune's experiment state (``--resume`` continues from it)       } in --storage/<name>
+    trials/     one Ray Train run per trial: train-<trial id>/epoch_NNNN/      } instead, when given
+                checkpoints (+ metrics.jsonl, log.txt written on the trial's node)
     mlflow.db   the MLflow tracking store (SQLite) unless a tracking URI is given; artifacts in mlartifacts/
     summary.json
+
+``--storage`` (a local path or a pyarrow URI: ``s3://``, ``gs://``, NFS) is where the Ray parts go
+on a cluster: Ray Train V2 does not copy a worker's checkpoints to the head node, so every node
+must reach it.
 """
 from __future__ import annotations
 
@@ -53,8 +58,9 @@ class CollapseStopper(Stopper):
         return False
 
 
-def make_trainable(space: SearchSpace, trials_dir: str, overrides: list[str]):
-    """The Tune function trainable: one Ray Train TorchTrainer per trial (the Train V2 pattern)."""
+def make_trainable(space: SearchSpace, trials_storage: str, trials_dir: str, overrides: list[str]):
+    """The Tune function trainable: one Ray Train TorchTrainer per trial (the Train V2 pattern).
+    Checkpoints go to ``trials_storage`` (path or URI), the run directory's files to ``trials_dir``."""
 
     def trial(params: dict[str, Any]) -> None:
         import ray.tune
@@ -68,7 +74,7 @@ def make_trainable(space: SearchSpace, trials_dir: str, overrides: list[str]):
             "train.checkpoint_every=1", f"train.output_dir={trials_dir}",
             f"train.run_name=train-{trial_id}",  # stable: a restored trial resumes its Train run
         ])
-        build_trainer(cfg, trials_dir, extra_callbacks=[TuneReportCallback()]).fit()
+        build_trainer(cfg, trials_storage, extra_callbacks=[TuneReportCallback()]).fit()
 
     return trial
 
@@ -76,7 +82,7 @@ def make_trainable(space: SearchSpace, trials_dir: str, overrides: list[str]):
 
 def run_search(space: SearchSpace, output: str, name: str, resume: bool = False, overrides: list[str] | None = None,
                tracking_uri: str | None = None, registered_model: str | None = None, address: str | None = None,
-               num_cpus: float | None = None, trial_cpus: float = 0.1) -> dict[str, Any]:
+               num_cpus: float | None = None, trial_cpus: float = 0.1, storage: str | None = None) -> dict[str, Any]:
     """Run (or continue) the search; returns the summary also written to summary.json."""
     import os
 
@@ -91,7 +97,7 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     t0 = time.time()
     exp_dir = Path(output).absolute() / name
-    tune_dir, trials_dir = exp_dir / "tune", exp_dir / "trials"
+    ray_root = ray_storage(output, name, storage)
     exp_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp_dir / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
@@ -113,12 +119,13 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     reasons: dict[str, str] = {}
     from sslray.search.tracking import MLflowTrials
 
-    trainable = tune.with_resources(make_trainable(space, str(trials_dir), overrides or []), {"cpu": trial_cpus})
+    trainable = tune.with_resources(make_trainable(space, f"{ray_root}/trials", str(exp_dir / "trials"), overrides or []),
+                                    {"cpu": trial_cpus})
     mlflow_cb = MLflowTrials(tracking_uri, exp_id, parent_id, space, reasons)
-    run_config = tune.RunConfig(name="tune", storage_path=str(exp_dir), stop=CollapseStopper(space, reasons),
+    run_config = tune.RunConfig(name="tune", storage_path=ray_root, stop=CollapseStopper(space, reasons),
                                 callbacks=[mlflow_cb])
-    if resume and tune.Tuner.can_restore(str(tune_dir)):
-        tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_errored=True)
+    if resume and tune.Tuner.can_restore(f"{ray_root}/tune"):
+        tuner = tune.Tuner.restore(f"{ray_root}/tune", trainable, resume_errored=True)
     else:
         searcher = OptunaSearch(metric=space.metric, mode=space.mode,
                                 points_to_evaluate=space.optuna.points_to_evaluate or None,
@@ -130,12 +137,30 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
                                                        scheduler=scheduler, num_samples=space.num_trials,
                                                        max_concurrent_trials=space.max_concurrent))
     results = tuner.fit()
-    return _finish(space, results, exp_dir, client, parent_id, reasons, registered_model, time.time() - t0)
+    return _finish(space, results, exp_dir, ray_root, client, parent_id, reasons, registered_model, time.time() - t0)
 
 
-def _finish(space, results, exp_dir: Path, client, parent_id: str, reasons: dict, registered_model: str | None,
-            wall_s: float) -> dict[str, Any]:
+def ray_storage(output: str, name: str, storage: str | None) -> str:
+    """Where Tune's state and the trials' checkpoints go: ``<storage>/<name>``, else the local
+    experiment folder."""
+    if storage:
+        return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage).absolute() / name)
+    return str(Path(output).absolute() / name)
+
+
+def search_exists(output: str, name: str, storage: str | None) -> bool:
+    """Whether Tune state of this experiment is already there (local folder or storage URI)."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(ray_storage(output, name, storage)) if storage and "://" in storage else (
+        pafs.LocalFileSystem(), ray_storage(output, name, storage))
+    return fs.get_file_info(f"{path}/tune").type != pafs.FileType.NotFound
+
+
+def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str, reasons: dict,
+            registered_model: str | None, wall_s: float) -> dict[str, Any]:
     """Summary table, best trial, its encoder logged and registered in MLflow."""
+    from sslray.checkpoint import storage_uri
     from sslray.search.tracking import TRIAL_TAG
 
     rows, outcomes = [], {}
@@ -148,8 +173,9 @@ def _finish(space, results, exp_dir: Path, client, parent_id: str, reasons: dict
         outcome = child.data.tags.get("sslray.outcome", "failed" if r.error else "unknown") if child else (
             "failed" if r.error else "unknown")
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        ckpt = m.get("checkpoint_path")  # a path inside the storage's filesystem
         rows.append({"trial_id": trial_id, "outcome": outcome, "epochs": m.get("epoch"), space.metric: m.get(space.metric),
-                     "params": r.config, "checkpoint": m.get("checkpoint_path"),
+                     "params": r.config, "checkpoint": ckpt and storage_uri(ray_root, ckpt),
                      "mlflow_run_id": child.info.run_id if child else None})
     ok = [row for row in rows if isinstance(row[space.metric], (int, float)) and row["checkpoint"]]
     best = (max if space.mode == "max" else min)(ok, key=lambda row: row[space.metric]) if ok else None
@@ -172,10 +198,10 @@ def log_best_encoder(client, parent_id: str, best: dict, registered_model: str |
     import mlflow
     import mlflow.pytorch
 
-    from sslray.checkpoint import load_encoder
+    from sslray.checkpoint import load_encoder, resolve_checkpoint
 
-    ckpt_dir = Path(best["checkpoint"])
-    ckpt = ckpt_dir / "checkpoint.pt" if ckpt_dir.is_dir() else ckpt_dir
+    ckpt = resolve_checkpoint(best["checkpoint"])  # copied from storage when it is a URI
+    ckpt = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
     encoder = load_encoder(ckpt)
     with mlflow.start_run(run_id=best["mlflow_run_id"] or parent_id):
         info = mlflow.pytorch.log_model(encoder, name="encoder", serialization_format="pickle",
