@@ -8,6 +8,7 @@ field and what is allowed.
 from __future__ import annotations
 
 import copy
+import os
 import dataclasses
 import types
 import typing
@@ -205,6 +206,38 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
         _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value else None)
     cfg = from_dict(raw)
     validate(cfg)
+    return _absolute_paths(cfg)
+
+
+# Local paths a config carries to Ray workers and Tune trials, which run in other working
+# directories: made absolute against the directory the config is loaded in.
+PATH_FIELDS = ("data.root", "data.train_path", "data.test_path", "data.cache_dir", "train.output_dir",
+               "train.resume", "scale.storage_path")
+
+
+def absolute_path(value: Any) -> Any:
+    """A relative local path made absolute; URIs (``s3://``, ``file://``), ``auto`` and None as they are."""
+    if not isinstance(value, str) or not value or "://" in value or value == "auto":
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def absolute_overrides(overrides: list[str] | None) -> list[str]:
+    """``key=value`` overrides with relative local paths (``data.root=../data``) made absolute."""
+    out = []
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() in PATH_FIELDS and value and isinstance(yaml.safe_load(value), str):
+            item = f"{key}={absolute_path(value)}"
+        out.append(item)
+    return out
+
+
+def _absolute_paths(cfg: Config) -> Config:
+    for dotted in PATH_FIELDS:
+        section, key = dotted.split(".")
+        node = getattr(cfg, section)
+        setattr(node, key, absolute_path(getattr(node, key)))
     return cfg
 
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,17 @@ def test_bad_config_cli_exits_2_and_writes_nothing(tmp_path):
     assert "beta" in proc.stderr and "[0, 1)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_local_paths_become_absolute_uris_and_auto_do_not(tmp_path, monkeypatch):
+    """A config travels to Ray workers and Tune trials, which run in other working directories."""
+    from sslray.config import absolute_overrides
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.root=../d", "train.resume=auto", "scale.storage_path=s3://b/x",
+                             "data.cache_dir=~/c"])
+    assert cfg.data.root == str(tmp_path.parent / "d") and cfg.train.output_dir == str(tmp_path / "runs")
+    assert cfg.train.resume == "auto" and cfg.scale.storage_path == "s3://b/x"
+    assert cfg.data.cache_dir == os.path.expanduser("~/c") and cfg.data.train_path is None
+    assert absolute_overrides(["data.root=d", "optim.lr=0.3", "data.cache_dir=null", "train.output_dir=file:///o"]) == [
+        f"data.root={tmp_path / 'd'}", "optim.lr=0.3", "data.cache_dir=null", "train.output_dir=file:///o"]

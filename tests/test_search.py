@@ -269,6 +269,30 @@ def test_eval_of_a_search_space_is_the_untrained_base_config(tiny_cfg, tmp_path)
     assert b["untrained"] and b["knn_top1"] == a["knn_top1"] and b["probe_test_top1"] == a["probe_test_top1"]
 
 
+def _write_parquet_copy(config: dict, folder: Path) -> None:
+    """The synthetic train/test splits of ``config`` as PNG-in-parquet files (the user-data path)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from sslray.config import load_config
+    from sslray.data import load_split
+
+    folder.mkdir(parents=True)
+    data_cfg = load_config(config).data
+    for split in ("train", "test"):
+        d = load_split(data_cfg, split)
+        pngs = []
+        for img in d.images.permute(0, 2, 3, 1).numpy():
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            pngs.append(buf.getvalue())
+        pq.write_table(pa.table({"image": pa.array(pngs, pa.binary()), "label": d.labels.numpy()}),
+                       folder / f"{split}.parquet")
+
+
 @pytest.mark.slow
 def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path):
     """The same command against a cluster by address: trials' Train workers run on the worker
@@ -279,6 +303,9 @@ def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path):
     import sslray
 
     path, doc = _space(tmp_path)
+    # the data as parquet files under a *relative* path: trials load it in other working directories
+    _write_parquet_copy(doc["config"], tmp_path / "data")
+    doc["config"]["data"] = {"source": "parquet", "train_path": "data/train.parquet", "test_path": "data/test.parquet"}
     doc["search"].update(num_trials=2, max_concurrent=2)
     doc["search"]["optuna"]["points_to_evaluate"] = [{"loss.params.nu": 0.01, "optim.lr": 1e-3},
                                                      {"loss.params.nu": 0.1, "optim.lr": 3e-3}]
@@ -292,13 +319,13 @@ def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path):
         cluster.wait_for_nodes()
         storage = (tmp_path / "bucket").as_uri()  # file:///...: the pyarrow URI path, as s3:// takes
         proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--address", cluster.address,
-                               "--storage", storage, "--output", str(tmp_path / "exp"), "--name", "c"],
-                              capture_output=True, text=True, timeout=600)
+                               "--storage", storage, "--output", "exp", "--name", "c"],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     finally:
         cluster.shutdown()
     summary = json.loads((tmp_path / "exp" / "c" / "summary.json").read_text())
-    assert summary["trials"] == 2 and summary["outcomes"] == {"finished": 2}
+    assert summary["trials"] == 2 and summary["outcomes"] == {"finished": 2}, proc.stdout[-3000:]
     # every Train worker of every trial ran on a worker node
     worker_ids = {w.node_id for w in workers}
     rows = [json.loads(x) for f in (tmp_path / "exp" / "c" / "trials").glob("train-*/metrics.jsonl")

@@ -93,6 +93,9 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     from ray.tune.search.optuna import OptunaSearch
     from optuna.samplers import TPESampler
 
+    from sslray.config import absolute_overrides
+
+    overrides = absolute_overrides(overrides)  # trials load their config in other working directories
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # a diverged trial's last result has no score
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     t0 = time.time()
