@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "cluster (default: the experiment folder)")
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else <experiment>/mlflow.db)")
     ap.add_argument("--registered-model", help="register the best encoder under this name (default: sslray-<name>)")
-    ap.add_argument("--num-cpus", type=float, help="logical CPUs of a local Ray (default: the machine's cores)")
+    ap.add_argument("--num-cpus", type=float, help="logical CPUs of a local Ray (default: the machine's cores + 1 for the trials' driver actors)")
     ap.add_argument("--plan", action="store_true",
                     help="print ASHA's rungs and the trial-epochs / GPU-hours the search will spend; run nothing")
     ap.add_argument("--epoch-seconds", type=float,

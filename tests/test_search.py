@@ -232,12 +232,23 @@ def test_search_logs_to_a_real_mlflow_server(tmp_path):
         else:
             pytest.fail("mlflow server did not come up in 90 s")
         path, doc = _space(tmp_path)
-        doc["search"].update(num_trials=2)
+        # two one-CPU trials at once on the default local Ray (no --num-cpus): on a 2-core machine
+        # they must still run side by side, not one waiting for the other's CPU
+        doc["search"].update(num_trials=2, max_concurrent=2)
+        doc["search"]["asha"]["grace_period"] = 4
         path.write_text(yaml.safe_dump(doc))
         proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp"),
-                               "--name", "srv", "--num-cpus", "4", "--tracking-uri", uri],
+                               "--name", "srv", "--tracking-uri", uri],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        spans = []
+        for trial in (tmp_path / "exp" / "srv" / "trials").glob("train-*"):
+            stamps = [time.mktime(time.strptime(x[:19], "%Y-%m-%d %H:%M:%S"))
+                      for x in (trial / "log.txt").read_text().splitlines() if " epoch " in x]
+            first = json.loads((trial / "metrics.jsonl").read_text().splitlines()[0])
+            spans.append((stamps[0] - first["epoch_time_s"], stamps[-1]))
+        (a0, a1), (b0, b1) = spans
+        assert a0 < b1 and b0 < a1, spans  # the two trials' training overlapped in time
         assert not (tmp_path / "exp" / "srv" / "mlflow.db").exists()  # everything went to the server
         client = MlflowClient(uri)
         (experiment,) = [e for e in client.search_experiments() if e.name == "srv"]

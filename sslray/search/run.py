@@ -118,7 +118,13 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
         client.log_dict(parent_id, space.base, "base_config.json")
 
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", num_cpus=num_cpus)
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        if address == "local" and num_cpus is None:
+            # Every trial's driver actor holds trial_cpus while it waits on its Train workers: with
+            # exactly one logical CPU per core, max_concurrent one-CPU trials would not fit and
+            # run one after another. One extra logical CPU covers the (sleeping) trial drivers.
+            num_cpus = (os.cpu_count() or 1) + max(1, math.ceil(space.max_concurrent * trial_cpus))
+        ray.init(address=address, num_cpus=num_cpus)
     reasons: dict[str, str] = {}
     from sslray.search.tracking import MLflowTrials
 
