@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
-import dataclasses
 import tempfile
 import time
 from pathlib import Path

@@ -8,8 +8,8 @@ field and what is allowed.
 from __future__ import annotations
 
 import copy
-import os
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field

@@ -177,6 +177,5 @@ def train_ray(cfg: Config, run_dir: Path) -> dict[str, Any]:
     extra: dict[str, Any] = {"workers": cfg.scale.workers, "storage": f"{storage}/{cfg.train.run_name}"}
     if error is not None:
         extra["error"] = f"{type(error).__name__}: {error}"[:2000]
-    if error is not None:
         extra["status"] = "failed"  # overrides the status derived from metrics.jsonl
     return rd.summary(checkpoint and f"{checkpoint}/{CKPT_FILE}", **extra)

@@ -50,19 +50,18 @@ def main(argv: list[str] | None = None) -> int:
             from sslray.search.plan import budget, format_budget
 
             space.base = space.trial_config({}, args.overrides).to_dict()  # e.g. train.epochs=50
-            print(format_budget(space, budget(space, args.epoch_seconds)))
+            print(format_budget(budget(space, args.epoch_seconds)))
             return 0
         from sslray.search.run import ray_storage, search_exists
 
-        if args.storage and "://" in args.storage:
-            import pyarrow.fs
-
-            try:
-                pyarrow.fs.FileSystem.from_uri(args.storage)
-            except Exception as e:  # unknown scheme, missing bucket/credentials library
-                raise ConfigError(f"--storage: {args.storage} is not a usable pyarrow URI ({e}); allowed: a path, "
-                                  "file://, s3://, gs://, hdfs:// ...") from None
-        if not args.resume and search_exists(args.output, name, args.storage):
+        try:
+            exists = search_exists(args.output, name, args.storage)
+        except Exception as e:  # unknown scheme, unreachable bucket, missing credentials library
+            if not args.storage:
+                raise
+            raise ConfigError(f"--storage: {args.storage} is not usable ({e}); allowed: a path, "
+                              "file://, s3://, gs://, hdfs:// ...") from None
+        if exists and not args.resume:
             raise ConfigError(f"--name: {ray_storage(args.output, name, args.storage)} already holds a search; "
                               "pass --resume to continue it or choose another --name")
     except (ConfigError, DataError) as e:

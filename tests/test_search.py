@@ -385,3 +385,11 @@ def test_plan_prints_the_budget_and_runs_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "up to 12 epochs" in proc.stdout and "ASHA rungs at epochs 2, 6" in proc.stdout
     assert not (tmp_path / "exp").exists()
+
+
+def test_unusable_storage_fails_before_anything_starts(tmp_path):
+    path, _ = _space(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--storage", "nosuchfs://b/x",
+                           "--output", str(tmp_path / "exp")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --storage: nosuchfs://b/x is not usable")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "exp").exists()

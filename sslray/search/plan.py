@@ -52,16 +52,15 @@ def _gpus_per_trial(space: SearchSpace) -> int:
     return int(s["workers"] * s["gpus_per_worker"]) if s.get("use_gpu") else 0
 
 
-def format_budget(space: SearchSpace, b: dict[str, Any]) -> str:
+def format_budget(b: dict[str, Any]) -> str:
     lines = [f"{b['trials']} trials, {b['max_concurrent']} at a time, up to {b['epochs']} epochs each; "
              f"ASHA rungs at epochs {', '.join(map(str, b['rungs'])) or '(none)'}",
              "trials reaching epoch " + ", ".join(f"{e}: {r}" for e, r in b["trials_reaching"].items()),
              f"trial-epochs: ~{b['trial_epochs_asha']} with ASHA, {b['trial_epochs_all']} if no trial is stopped"]
     if "gpu_hours_asha" in b:
-        g = _gpus_per_trial(space)
         lines.append(f"at the given seconds per trial-epoch: ~{b['gpu_hours_asha']} GPU-hours with ASHA "
                      f"({b['gpu_hours_all']} worst case), ~{_h(b['wall_hours_asha'])} wall on {b['gpus_at_once']} GPUs"
-                     if g else f"at the given seconds per trial-epoch: ~{_h(b['wall_hours_asha'])} wall with ASHA "
+                     if b["gpus_at_once"] else f"at the given seconds per trial-epoch: ~{_h(b['wall_hours_asha'])} wall with ASHA "
                      f"({_h(b['wall_hours_all'])} worst case); CPU-only trials")
         lines.append("(plus ~20 s of Ray Train start-up per trial)")
     return "\n".join(lines)

@@ -161,8 +161,7 @@ def search_exists(output: str, name: str, storage: str | None) -> bool:
     """Whether Tune state of this experiment is already there (local folder or storage URI)."""
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(ray_storage(output, name, storage)) if storage and "://" in storage else (
-        pafs.LocalFileSystem(), ray_storage(output, name, storage))
+    fs, path = pafs.FileSystem.from_uri(ray_storage(output, name, storage))  # ray_storage is absolute or a URI
     return fs.get_file_info(f"{path}/tune").type != pafs.FileType.NotFound
 
 
@@ -207,10 +206,10 @@ def log_best_encoder(client, parent_id: str, best: dict, registered_model: str |
     import mlflow
     import mlflow.pytorch
 
-    from sslray.checkpoint import load_encoder, resolve_checkpoint
+    from sslray.checkpoint import RAY_CKPT_FILE, load_encoder, resolve_checkpoint
 
     ckpt = resolve_checkpoint(best["checkpoint"])  # copied from storage when it is a URI
-    ckpt = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
+    ckpt = ckpt / RAY_CKPT_FILE if ckpt.is_dir() else ckpt
     encoder = load_encoder(ckpt)
     with mlflow.start_run(run_id=best["mlflow_run_id"] or parent_id):
         info = mlflow.pytorch.log_model(encoder, name="encoder", serialization_format="pickle",
