@@ -134,10 +134,12 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
 
     metrics: dict[str, Any] = dict(resume["metrics"]) if resume is not None else {}
     status, reason, completed = "finished", None, start_epoch
-    if resume is not None and start_epoch >= t.epochs:
-        # Nothing left to train (e.g. a search driver died right after this run's last epoch):
-        # report the final result again so whoever listens (Tune, MLflow) has it. Listeners
-        # ignore epochs they already hold.
+    saved = start_epoch if resume is not None else None  # the epoch of the newest checkpoint
+    if resume is not None:
+        # Report the resumed epoch again: a process killed after its checkpoint was saved but
+        # before its metrics line was written (or before Tune heard of it) would otherwise lose
+        # that epoch for good. Listeners ignore epochs they already hold. With nothing left to
+        # train (a search driver died right after the last epoch) this is the final result.
         reporter.report(metrics, None)
     for epoch in range(start_epoch, t.epochs):
         net.train()
@@ -174,7 +176,8 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
             print("\r", end="")
         if status != "finished":
             metrics = {"epoch": epoch + 1, "status": status, "reason": reason}
-            reporter.log(f"stopped: {reason}; the last checkpoint is kept")
+            kept = f"the checkpoint of epoch {saved} is kept" if saved else "no checkpoint had been written"
+            reporter.log(f"stopped: {reason}; {kept}")
             reporter.report(metrics, None)
             break
 
@@ -198,6 +201,7 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
             }
         reporter.report(metrics, checkpoint)
         completed = epoch + 1
+        saved = epoch + 1 if checkpoint is not None else saved
 
     return {"status": status, "reason": reason, "epochs_completed": completed, "metrics": metrics, "best": best}
 

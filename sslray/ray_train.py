@@ -102,6 +102,12 @@ def _callback(run_dir: str, cfg_dict: dict):
     return RunDirCallback()
 
 
+def ray_is_initialized() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 def init_ray(address: str | None) -> None:
     import ray
 
@@ -159,7 +165,13 @@ def train_ray(cfg: Config, run_dir: Path) -> dict[str, Any]:
     storage = cfg.scale.storage_path or str(Path(cfg.train.output_dir).absolute())
     local_storage = "://" not in storage
     fresh = local_storage and not (Path(storage) / cfg.train.run_name).exists()
+    from sslray.resources import check_cluster, check_local
+
+    # a run the cluster can never hold fails now, not after waiting for ever
+    if not ray_is_initialized() and (cfg.scale.address or os.environ.get("RAY_ADDRESS") or "local") == "local":
+        check_local(cfg.scale)
     init_ray(cfg.scale.address)
+    check_cluster(cfg.scale)
     trainer = build_trainer(cfg, storage)
     try:
         result = trainer.fit()

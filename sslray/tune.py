@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+from sslray.config import absolute_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epoch-seconds", type=float,
                     help="with --plan: seconds one trial-epoch takes (training + evaluation), for GPU-hours")
     args = ap.parse_intermixed_args(argv)  # overrides may follow options
-    if args.epoch_seconds is not None and not (args.plan and args.epoch_seconds > 0):
-        ap.error("--epoch-seconds: allowed only with --plan, and > 0")
 
     from sslray.config import ConfigError
     from sslray.data import DataError
@@ -43,13 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     name = args.name or Path(args.search_space).stem
     try:
-        space = load_search_space(args.search_space)
-        space.trial_config({p.path: (p.values[0] if p.dist == "choice" else p.low) for p in space.params},
-                           args.overrides)  # overrides checked before anything starts
+        check_args(args, name)
+        space = load_search_space(args.search_space, absolute_overrides(args.overrides))  # resolved once
         if args.plan:
             from sslray.search.plan import budget, format_budget
 
-            space.base = space.trial_config({}, args.overrides).to_dict()  # e.g. train.epochs=50
             print(format_budget(budget(space, args.epoch_seconds)))
             return 0
         from sslray.search.run import ray_storage, search_exists
@@ -61,17 +60,26 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             raise ConfigError(f"--storage: {args.storage} is not usable ({e}); allowed: a path, "
                               "file://, s3://, gs://, hdfs:// ...") from None
+        where = ray_storage(args.output, name, args.storage)
         if exists and not args.resume:
-            raise ConfigError(f"--name: {ray_storage(args.output, name, args.storage)} already holds a search; "
-                              "pass --resume to continue it or choose another --name")
+            raise ConfigError(f"--name: {where} already holds a search; allowed: --resume to continue it, "
+                              "or another --name")
+        if args.resume and not exists:
+            raise ConfigError(f"--resume: {where} holds no search to resume; allowed: the --output, --name "
+                              "(and --storage) of an earlier search, or no --resume to start one")
+        from sslray.search.run import run_search
+
+        summary = run_search(space, args.output, name, resume=args.resume, tracking_uri=args.tracking_uri,
+                             registered_model=args.registered_model or f"sslray-{name}", address=args.address,
+                             num_cpus=args.num_cpus, storage=args.storage)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from sslray.search.run import run_search
-
-    summary = run_search(space, args.output, name, resume=args.resume, overrides=args.overrides,
-                         tracking_uri=args.tracking_uri, registered_model=args.registered_model or f"sslray-{name}",
-                         address=args.address, num_cpus=args.num_cpus, storage=args.storage)
+    if summary["status"] == "interrupted":
+        print(f"\nsearch interrupted after {summary['wall_time_s']:.0f} s: {summary['trials_ended']} of "
+              f"{summary['trials']} trials ended; the runs still going are marked KILLED in MLflow.\n"
+              f"continue it with the same command and --resume", file=sys.stderr)
+        return 128 + (summary["signal"] or 2)  # 130 for Ctrl-C, 143 for SIGTERM
     best = summary["best"]
     print(f"\n{summary['trials']} trials in {summary['wall_time_s']:.0f} s: " +
           ", ".join(f"{n} {k}" for k, n in sorted(summary["outcomes"].items())))
@@ -81,6 +89,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  checkpoint: {best['checkpoint']}\n  MLflow run: {best['mlflow_run_id']}  model: {best.get('model_uri')}")
     print(f"summary: {Path(summary['experiment']) / 'summary.json'}")
     return 0
+
+
+def check_args(args, name: str) -> None:
+    """Command-line values checked before anything starts (ConfigError names the flag)."""
+    import re
+
+    from sslray.config import ConfigError
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"--name: {name!r} is not a usable experiment name; allowed: letters, digits, '.', '_', '-'")
+    out = Path(args.output).absolute()
+    for folder in (out, *out.parents):  # the nearest existing ancestor must be a writable folder
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"--output: {folder} is a file; allowed: a folder (created if missing)")
+            if not os.access(folder, os.W_OK):
+                raise ConfigError(f"--output: {folder} is not writable; allowed: a folder you can write to")
+            break
+    if args.num_cpus is not None and not args.num_cpus > 0:
+        raise ConfigError(f"--num-cpus: {args.num_cpus:g} is out of range; allowed: > 0")
+    if args.epoch_seconds is not None and not (args.plan and args.epoch_seconds > 0):
+        raise ConfigError("--epoch-seconds: allowed only with --plan, and > 0")
 
 
 if __name__ == "__main__":

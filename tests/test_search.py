@@ -33,6 +33,12 @@ def test_every_search_space_loads_and_validates(path):
             assert (node[rest[-1]] if isinstance(node, dict) else getattr(node, rest[-1])) == v
 
 
+def _study(exp: Path, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{exp / 'optuna.db'}")
+
+
 def _space(tmp_path, search=None, config=None):
     doc = {
         "config": config or {
@@ -122,6 +128,23 @@ def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path, monkeypatch):
             assert sorted(m.step for m in history) == list(range(1, int(epochs) + 1)), key  # every epoch
         assert child.data.params["loss.name"] == "vicreg_tico" and "loss.params.nu" in child.data.params
         assert child.data.tags["sslray.outcome"] in ("finished", "asha", "collapsed", "diverged")
+    # the Optuna study tells the same story as MLflow: finished -> COMPLETE with the final score,
+    # ASHA-stopped -> PRUNED (never COMPLETE with a rung's score); per-epoch scores as intermediate values
+    study = _study(exp, "e2e")
+    assert len(study.trials) == 4
+    by_tune_id = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+    state = {"finished": "COMPLETE", "asha": "PRUNED", "collapsed": "PRUNED", "diverged": "PRUNED", "failed": "FAIL"}
+    for child in children:
+        t = by_tune_id[child.data.tags["sslray.trial_id"]]
+        outcome = child.data.tags["sslray.outcome"]
+        assert t.state.name == state[outcome] and t.user_attrs["outcome"] == outcome
+        knn = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "knn_top1")}
+        assert t.intermediate_values == pytest.approx(knn, abs=1e-9)
+        if outcome == "finished":
+            assert t.value == pytest.approx(knn[4], abs=1e-9)
+        assert {k: float(v) for k, v in t.params.items()} == pytest.approx(
+            {k: float(child.data.params[k]) for k in t.params})
+    assert sum(t.state.name == "PRUNED" for t in study.trials) == summary["outcomes"].get("asha", 0)
     best = summary["best"]
     assert best["epochs"] == 4 and best["checkpoint"]
     enc = sslray.load_encoder(Path(best["checkpoint"]) / "checkpoint.pt")
@@ -188,18 +211,25 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
         assert sorted(steps) == sorted(set(steps)) == [1, 2, 3]  # no epoch logged twice
 
 
-def test_collapse_stopper_records_why():
+def test_collapse_stopper_and_outcomes_record_why():
+    from sslray.search.outcome import trial_outcome
     from sslray.search.run import CollapseStopper
 
-    space = load_search_space(REPO / "search_spaces" / "quickstart.yaml")
-    reasons = {}
-    stop = CollapseStopper(space, reasons)
-    assert not stop("a", {"epoch": 1, "rankme": 40.0, "emb_std_ratio": 0.9})
-    assert stop("b", {"epoch": 2, "rankme": 1.3, "emb_std_ratio": 0.9})
-    assert stop("c", {"epoch": 1, "status": "diverged", "reason": "non-finite loss at epoch 1, step 3"})
-    assert stop("d", {"epoch": 3, "rankme": 40.0, "emb_std_ratio": 0.01})
-    assert reasons["b"].startswith("collapse: RankMe 1.30 < 2.0 at epoch 2")
-    assert reasons["c"].startswith("non-finite loss") and "std ratio" in reasons["d"] and "a" not in reasons
+    space = load_search_space(REPO / "search_spaces" / "quickstart.yaml")  # 8 epochs
+    stop = CollapseStopper(space)
+    results = {"a": {"epoch": 1, "rankme": 40.0, "emb_std_ratio": 0.9},
+               "b": {"epoch": 2, "rankme": 1.3, "emb_std_ratio": 0.9},
+               "c": {"epoch": 1, "status": "diverged", "reason": "non-finite loss at epoch 1, step 3"},
+               "d": {"epoch": 3, "rankme": 40.0, "emb_std_ratio": 0.01},
+               "e": {"epoch": 8, "rankme": 40.0, "emb_std_ratio": 0.9}}
+    assert [stop(k, r) for k, r in results.items()] == [False, True, True, True, False]
+    outcomes = {k: trial_outcome(space, r) for k, r in results.items()}
+    assert outcomes["a"] == ("asha", "stopped by ASHA at epoch 1")
+    assert outcomes["b"] == ("collapsed", "collapse: RankMe 1.30 < 2.0 at epoch 2")
+    assert outcomes["c"] == ("diverged", "non-finite loss at epoch 1, step 3")
+    assert outcomes["d"][0] == "collapsed" and "std ratio" in outcomes["d"][1]
+    assert outcomes["e"] == ("finished", "ran all 8 epochs")
+    assert trial_outcome(space, results["e"], error=True)[0] == "failed"
 
 
 @pytest.mark.slow

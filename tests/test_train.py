@@ -110,6 +110,44 @@ def test_non_finite_loss_is_a_recorded_result(tiny_cfg, tmp_path):
     assert summary["epochs_completed"] < 4
     last = json.loads((tmp_path / "runs" / "t" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["status"] == "diverged"
+    # the log names the checkpoint that is kept -- or says there is none
+    saved = [p.name for p in list_checkpoints(tmp_path / "runs" / "t")]
+    kept = f"the checkpoint of epoch {summary['epochs_completed']} is kept" if saved else "no checkpoint had been written"
+    assert f"stopped: {summary['reason']}; {kept}" in (tmp_path / "runs" / "t" / "log.txt").read_text()
+
+
+_DIE_BEFORE_METRICS = """
+import os, sys
+from sslray.rundir import RunDir
+from sslray.train import main
+
+add = RunDir.add_metrics
+def add_or_die(self, metrics):  # the process dies after epoch 2's checkpoint, before its metrics line
+    if metrics.get("epoch") == 2 and (self.path / "checkpoints" / "epoch_0002.pt").exists():
+        os._exit(9)
+    add(self, metrics)
+RunDir.add_metrics = add_or_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_between_checkpoint_and_metrics_line_loses_no_epoch(tiny_cfg, tmp_path):
+    """The window between writing an epoch's checkpoint and its metrics line: after a kill there
+    and train.resume=auto, every epoch is in metrics.jsonl exactly once."""
+    tiny_cfg["train"]["epochs"] = 3
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_cfg))
+    died = subprocess.run([sys.executable, "-c", _DIE_BEFORE_METRICS, str(cfg_path)], capture_output=True, text=True)
+    run_dir = tmp_path / "runs" / "t"
+    assert died.returncode == 9, died.stderr[-2000:]
+    assert (run_dir / "checkpoints" / "epoch_0002.pt").exists()
+    assert [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert train_main([str(cfg_path), "train.resume=auto"]) == 0
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[1] == {**load_checkpoint(run_dir / "checkpoints" / "epoch_0002.pt")["metrics"]}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 3
 
 
 def test_eval_cli_reports_knn_and_offline_probe(tiny_cfg, tmp_path):

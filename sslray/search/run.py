@@ -6,6 +6,8 @@ Layout of one experiment, ``--output``/``<name>`` on the driver's machine:
     trials/     one Ray Train run per trial: train-<trial id>/epoch_NNNN/      } instead, when given
                 checkpoints (+ metrics.jsonl, log.txt written on the trial's node)
     mlflow.db   the MLflow tracking store (SQLite) unless a tracking URI is given; artifacts in mlartifacts/
+    optuna.db   the Optuna study (SQLite): states, values and per-epoch scores of every trial
+    space.json  the resolved search space (file + overrides) a --resume must match
     summary.json
 
 ``--storage`` (a local path or a pyarrow URI: ``s3://``, ``gs://``, NFS) is where the Ray parts go
@@ -22,43 +24,35 @@ from typing import Any
 
 from ray.tune import Stopper
 
+from sslray.config import ConfigError, load_config
+from sslray.search.outcome import collapse_reason
 from sslray.search.space import SearchSpace
 
 
-def _tune_space(space: SearchSpace) -> dict[str, Any]:
-    from ray import tune
-
-    out = {}
-    for p in space.params:
-        out[p.path] = {"loguniform": lambda: tune.loguniform(p.low, p.high), "uniform": lambda: tune.uniform(p.low, p.high),
-                       "int": lambda: tune.randint(p.low, p.high + 1), "choice": lambda: tune.choice(p.values)}[p.dist]()
-    return out
-
-
 class CollapseStopper(Stopper):
-    """Stops a trial whose loss went non-finite or whose embeddings collapsed; remembers why."""
+    """Stops a trial whose loss went non-finite or whose embeddings collapsed (see search.outcome)."""
 
-    def __init__(self, space: SearchSpace, reasons: dict[str, str]):
-        self.space, self.reasons = space, reasons
+    def __init__(self, space: SearchSpace):
+        self.space = space
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        s = self.space.stop
-        if result.get("status") == "diverged":
-            self.reasons[trial_id] = result.get("reason") or "non-finite loss"
-        elif s.rankme_below is not None and result.get("rankme", math.inf) < s.rankme_below:
-            self.reasons[trial_id] = f"collapse: RankMe {result['rankme']:.2f} < {s.rankme_below} at epoch {result.get('epoch')}"
-        elif s.emb_std_ratio_below is not None and result.get("emb_std_ratio", math.inf) < s.emb_std_ratio_below:
-            self.reasons[trial_id] = (f"collapse: embedding std ratio {result['emb_std_ratio']:.3f} < "
-                                      f"{s.emb_std_ratio_below} at epoch {result.get('epoch')}")
-        else:
-            return False
-        return True
+        return collapse_reason(self.space.stop, result) is not None
 
     def stop_all(self) -> bool:
         return False
 
 
-def make_trainable(space: SearchSpace, trials_storage: str, trials_dir: str, overrides: list[str]):
+def trial_config(space: SearchSpace, params: dict[str, Any], trials_dir: str, trial_id: str):
+    """The exact config a trial runs: the resolved space, its sampled parameters and the search's own
+    settings. The trial and its MLflow record both come from here, so what MLflow shows is what ran."""
+    return space.trial_config(params, [
+        "eval.every=1",  # ASHA compares trials at its rungs: a score every epoch
+        "train.checkpoint_every=1", f"train.output_dir={trials_dir}",
+        f"train.run_name=train-{trial_id}",  # stable: a restored trial resumes its Train run
+    ])
+
+
+def make_trainable(space: SearchSpace, trials_storage: str, trials_dir: str):
     """The Tune function trainable: one Ray Train TorchTrainer per trial (the Train V2 pattern).
     Checkpoints go to ``trials_storage`` (path or URI), the run directory's files to ``trials_dir``."""
 
@@ -68,40 +62,78 @@ def make_trainable(space: SearchSpace, trials_storage: str, trials_dir: str, ove
 
         from sslray.ray_train import build_trainer
 
-        trial_id = ray.tune.get_context().get_trial_id()
-        cfg = space.trial_config(params, overrides + [
-            "eval.every=1",  # ASHA compares trials at its rungs: a score every epoch
-            "train.checkpoint_every=1", f"train.output_dir={trials_dir}",
-            f"train.run_name=train-{trial_id}",  # stable: a restored trial resumes its Train run
-        ])
+        cfg = trial_config(space, params, trials_dir, ray.tune.get_context().get_trial_id())
         build_trainer(cfg, trials_storage, extra_callbacks=[TuneReportCallback()]).fit()
 
     return trial
 
 
+class Interrupted:
+    """SIGTERM ends a search the way Ctrl-C does: Tune stops the trials, saves its state, and we
+    mark what was running KILLED in MLflow (``--resume`` continues it). Ray's driver would
+    otherwise exit at once on SIGTERM and leave every run RUNNING for ever."""
 
-def run_search(space: SearchSpace, output: str, name: str, resume: bool = False, overrides: list[str] | None = None,
+    def __init__(self):
+        import signal
+
+        self.signal: int | None = None
+        self._previous = signal.signal(signal.SIGTERM, self._on_term)
+        self._int_before = signal.getsignal(signal.SIGINT)
+
+    def _on_term(self, signum, frame) -> None:
+        import signal
+
+        self.signal = signum
+        handler = signal.getsignal(signal.SIGINT)  # Tune's graceful-stop handler while fit() runs
+        if callable(handler) and handler is not self._int_before:
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
                tracking_uri: str | None = None, registered_model: str | None = None, address: str | None = None,
                num_cpus: float | None = None, trial_cpus: float = 0.1, storage: str | None = None) -> dict[str, Any]:
-    """Run (or continue) the search; returns the summary also written to summary.json."""
+    """Run (or continue) the search; returns the summary also written to summary.json. Raises
+    ConfigError before anything is written if the cluster can never run a trial, or if a resumed
+    search's resolved space differs from the one it started with."""
     import os
 
     import mlflow
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-    from optuna.samplers import TPESampler
 
-    from sslray.config import absolute_overrides
+    from sslray.resources import check_cluster, check_local
+    from sslray.search.study import TruthfulOptunaSearch
+    from sslray.search.tracking import MLflowTrials
 
-    overrides = absolute_overrides(overrides)  # trials load their config in other working directories
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # a diverged trial's last result has no score
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     t0 = time.time()
     exp_dir = Path(output).absolute() / name
     ray_root = ray_storage(output, name, storage)
+    check_resumable(exp_dir, space, resume)
+    scale = load_config(space.base).scale
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        if address == "local":
+            check_local(scale, num_cpus)  # before anything starts or is written
+            if num_cpus is None:
+                # Every trial's driver actor holds trial_cpus while it waits on its Train workers:
+                # with exactly one logical CPU per core, max_concurrent one-CPU trials would not fit
+                # and run one after another. One extra logical CPU covers the (sleeping) trial drivers.
+                num_cpus = (os.cpu_count() or 1) + max(1, math.ceil(space.max_concurrent * trial_cpus))
+        ray.init(address=address, num_cpus=num_cpus)
+    check_cluster(scale)  # before anything is written
+
     exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / "space.json").write_text(json.dumps(space.to_record(), indent=2, default=str))
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp_dir / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.tracking.MlflowClient(tracking_uri)
@@ -111,42 +143,87 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     parents = client.search_runs([exp_id], filter_string="tags.`sslray.role` = 'search'")
     if resume and parents:
         parent_id = parents[0].info.run_id
+        client.update_run(parent_id, status="RUNNING")
     else:
-        parent = client.create_run(exp_id, run_name=f"search-{name}", tags={"sslray.role": "search"})
+        parent = client.create_run(exp_id, run_name=f"search-{name}", tags={
+            "sslray.role": "search", "sslray.overrides": " ".join(space.overrides)})
         parent_id = parent.info.run_id
         client.log_text(parent_id, space.text, "search_space.yaml")
         client.log_dict(parent_id, space.base, "base_config.json")
 
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        if address == "local" and num_cpus is None:
-            # Every trial's driver actor holds trial_cpus while it waits on its Train workers: with
-            # exactly one logical CPU per core, max_concurrent one-CPU trials would not fit and
-            # run one after another. One extra logical CPU covers the (sleeping) trial drivers.
-            num_cpus = (os.cpu_count() or 1) + max(1, math.ceil(space.max_concurrent * trial_cpus))
-        ray.init(address=address, num_cpus=num_cpus)
-    reasons: dict[str, str] = {}
-    from sslray.search.tracking import MLflowTrials
+    trials_dir = str(exp_dir / "trials")
+    trainable = tune.with_resources(make_trainable(space, f"{ray_root}/trials", trials_dir), {"cpu": trial_cpus})
+    interrupted = Interrupted()
+    try:
+        if resume and tune.Tuner.can_restore(f"{ray_root}/tune"):
+            tuner = tune.Tuner.restore(f"{ray_root}/tune", trainable, resume_errored=True)
+        else:
+            run_config = tune.RunConfig(name="tune", storage_path=ray_root, stop=CollapseStopper(space),
+                                        callbacks=[MLflowTrials(tracking_uri, exp_id, parent_id, space, trials_dir)])
+            searcher = TruthfulOptunaSearch(space, storage=optuna_storage(exp_dir, name, fresh=True), study_name=name)
+            scheduler = ASHAScheduler(time_attr="epoch", max_t=space.max_epochs, grace_period=space.asha.grace_period,
+                                      reduction_factor=space.asha.reduction_factor)
+            tuner = tune.Tuner(trainable, run_config=run_config,
+                               tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
+                                                           scheduler=scheduler, num_samples=space.num_trials,
+                                                           max_concurrent_trials=space.max_concurrent))
+        results = tuner.fit()
+    except KeyboardInterrupt:  # stopped before Tune took over the signal
+        results = None
+    finally:
+        interrupted.restore()
+    ended = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' "
+                                                       "and tags.`sslray.outcome` != ''")
+    if results is None or len(ended) < space.num_trials:
+        return _interrupted(client, exp_id, parent_id, exp_dir, space, len(ended), interrupted.signal, time.time() - t0)
+    return _finish(space, results, exp_dir, ray_root, client, parent_id, registered_model, time.time() - t0)
 
-    trainable = tune.with_resources(make_trainable(space, f"{ray_root}/trials", str(exp_dir / "trials"), overrides or []),
-                                    {"cpu": trial_cpus})
-    mlflow_cb = MLflowTrials(tracking_uri, exp_id, parent_id, space, reasons)
-    run_config = tune.RunConfig(name="tune", storage_path=ray_root, stop=CollapseStopper(space, reasons),
-                                callbacks=[mlflow_cb])
-    if resume and tune.Tuner.can_restore(f"{ray_root}/tune"):
-        tuner = tune.Tuner.restore(f"{ray_root}/tune", trainable, resume_errored=True)
-    else:
-        searcher = OptunaSearch(metric=space.metric, mode=space.mode,
-                                points_to_evaluate=space.optuna.points_to_evaluate or None,
-                                sampler=TPESampler(seed=space.optuna.seed, n_startup_trials=space.optuna.n_startup_trials))
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=space.max_epochs, grace_period=space.asha.grace_period,
-                                  reduction_factor=space.asha.reduction_factor)
-        tuner = tune.Tuner(trainable, param_space=_tune_space(space), run_config=run_config,
-                           tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
-                                                       scheduler=scheduler, num_samples=space.num_trials,
-                                                       max_concurrent_trials=space.max_concurrent))
-    results = tuner.fit()
-    return _finish(space, results, exp_dir, ray_root, client, parent_id, reasons, registered_model, time.time() - t0)
+
+def check_resumable(exp_dir: Path, space: SearchSpace, resume: bool) -> None:
+    """A resumed search must run the space (file + overrides) it started with: its trials would
+    otherwise train on another config than the one MLflow recorded for them."""
+    record = exp_dir / "space.json"
+    if not resume or not record.exists():
+        return
+    before = _flat(json.loads(record.read_text()))
+    now = _flat(json.loads(json.dumps(space.to_record(), default=str)))
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"--resume: the search space differs from the one this search started with "
+                          f"({k}: {before.get(k)!r} -> {now.get(k)!r}{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}); "
+                          "allowed: the same file and overrides, or a new --name")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): d}
+
+
+def optuna_storage(exp_dir: Path, name: str, fresh: bool):
+    """The study's SQLite storage in the experiment folder; a fresh search drops a stale study of
+    the same name (left by a search that died before Tune saved any state)."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}")
+    if fresh and name in {s.study_name for s in storage.get_all_studies()}:
+        optuna.delete_study(study_name=name, storage=storage)
+    return storage
+
+
+def _interrupted(client, exp_id: str, parent_id: str, exp_dir: Path, space: SearchSpace, ended: int,
+                 signum: int | None, wall_s: float) -> dict[str, Any]:
+    """Mark the search and its unfinished trials KILLED in MLflow; ``--resume`` continues them."""
+    running = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' "
+                                                         "and attributes.status = 'RUNNING'")
+    for run in running:
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.set_terminated(parent_id, "KILLED")
+    summary = {"experiment": str(exp_dir), "status": "interrupted", "signal": signum, "trials": space.num_trials,
+               "trials_ended": ended, "wall_time_s": round(wall_s, 1), "mlflow_parent_run_id": parent_id}
+    (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def ray_storage(output: str, name: str, storage: str | None) -> str:
@@ -165,7 +242,7 @@ def search_exists(output: str, name: str, storage: str | None) -> bool:
     return fs.get_file_info(f"{path}/tune").type != pafs.FileType.NotFound
 
 
-def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str, reasons: dict,
+def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str,
             registered_model: str | None, wall_s: float) -> dict[str, Any]:
     """Summary table, best trial, its encoder logged and registered in MLflow."""
     from sslray.checkpoint import storage_uri
@@ -187,7 +264,7 @@ def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str
                      "mlflow_run_id": child.info.run_id if child else None})
     ok = [row for row in rows if isinstance(row[space.metric], (int, float)) and row["checkpoint"]]
     best = (max if space.mode == "max" else min)(ok, key=lambda row: row[space.metric]) if ok else None
-    summary = {"experiment": str(exp_dir), "metric": space.metric, "mode": space.mode, "trials": len(rows),
+    summary = {"experiment": str(exp_dir), "status": "finished", "metric": space.metric, "mode": space.mode, "trials": len(rows),
                "outcomes": outcomes, "wall_time_s": round(wall_s, 1), "best": best, "table": rows,
                "mlflow_parent_run_id": parent_id}
     if best is not None:

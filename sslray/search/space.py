@@ -7,7 +7,7 @@
       mode: max                 # max | min
       num_trials: 32
       max_concurrent: 4
-      params:                   # dotted config paths -> distributions
+      params:                   # dotted config paths -> distributions, sampled in this order
         loss.params.lam:  {dist: loguniform, low: 1.0, high: 100.0}
         loss.params.beta: {dist: uniform, low: 0.5, high: 0.999}
         train.batch_size: {dist: int, low: 128, high: 512}
@@ -15,6 +15,23 @@
       asha: {grace_period: 10, reduction_factor: 3}   # time attribute: epoch; max_t: train.epochs
       optuna: {seed: 0, n_startup_trials: 8, points_to_evaluate: [{loss.params.lam: 25.0, ...}]}
       stop: {rankme_below: 2.0, emb_std_ratio_below: 0.05}   # collapse: stop the trial, record why
+
+Conditional parameters: ``when: {PATH: VALUE or [VALUES]}`` samples a parameter only in trials
+where the earlier ``choice`` parameter PATH took one of VALUES, so one search can ask "which
+method, with which weights" -- each method's own weights are sampled only when it is chosen:
+
+      params:
+        loss.name:        {dist: choice, values: [vicreg, vicreg_tico]}
+        loss.params.mu:   {dist: loguniform, low: 5, high: 50}                 # both losses have mu
+        loss.params.beta: {dist: uniform, low: 0.5, high: 0.99, when: {loss.name: vicreg_tico}}
+
+A trial whose loss differs from the base config's starts from that loss's paper defaults: the
+base's ``loss.params`` belong to the base's loss.
+
+Command-line overrides (``python -m sslray.tune SPACE.yaml train.epochs=8``) are applied to the
+base config once, when the file is loaded: ASHA's max_t, the grace-period check, ``--plan``, every
+trial and the MLflow record all see the same resolved config. Overriding a searched parameter is
+an error (it would silently replace the sampled value).
 
 Every value is checked when the file is loaded -- parameter paths against the config schema (and a
 loss's own parameters), bounds against the same validator a run uses (the low and the high end of
@@ -45,6 +62,11 @@ class ParamSpec:
     low: float | None = None
     high: float | None = None
     values: list | None = None
+    when: dict[str, list] = field(default_factory=dict)  # condition path -> the values that activate it
+
+    def active(self, chosen: dict[str, Any], base: dict) -> bool:
+        """Whether this parameter is sampled, given the values chosen so far."""
+        return all(chosen.get(path, _get(base, path)) in values for path, values in self.when.items())
 
 
 @dataclass
@@ -68,7 +90,7 @@ class StopConfig:
 
 @dataclass
 class SearchSpace:
-    base: dict[str, Any]  # the pretraining config (plain dict) every trial starts from
+    base: dict[str, Any]  # the resolved pretraining config (file + overrides) every trial starts from
     params: list[ParamSpec]
     metric: str = "knn_top1"
     mode: str = "max"
@@ -79,17 +101,46 @@ class SearchSpace:
     stop: StopConfig = field(default_factory=StopConfig)
     source: str | None = None  # the file it came from
     text: str = ""  # its text, logged to MLflow with the search
+    overrides: list[str] = field(default_factory=list)  # the command line's key=value, already in base
 
     @property
     def max_epochs(self) -> int:
         return int(self.base["train"]["epochs"])
 
+    @property
+    def conditional(self) -> bool:
+        return any(p.when for p in self.params)
+
+    def active_params(self, chosen: dict[str, Any]) -> list[str]:
+        """The parameters a trial with these choices samples (in sampling order)."""
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(out, self.base):
+                out[p.path] = chosen.get(p.path)
+        return list(out)
+
     def trial_config(self, params: dict[str, Any], overrides: list[str] | None = None) -> Config:
-        """The validated Config of one trial: base + sampled parameters (+ extra overrides)."""
+        """The validated Config of one trial: base + sampled parameters (+ the search's own settings)."""
         raw = copy.deepcopy(self.base)
+        if params.get("loss.name", raw["loss"]["name"]) != raw["loss"]["name"]:
+            raw["loss"]["params"] = {}  # the base's weights belong to the base's loss
         for path, value in params.items():
             _set(raw, path, value)
         return load_config(raw, overrides)
+
+    def to_record(self) -> dict[str, Any]:
+        """What a resumed search must agree with: the resolved base and the search settings."""
+        return {"base": self.base, "params": [dataclasses.asdict(p) for p in self.params], "metric": self.metric,
+                "mode": self.mode, "num_trials": self.num_trials, "max_concurrent": self.max_concurrent,
+                "asha": dataclasses.asdict(self.asha), "optuna": dataclasses.asdict(self.optuna),
+                "stop": dataclasses.asdict(self.stop)}
+
+
+def _get(raw: dict, path: str) -> Any:
+    node: Any = raw
+    for k in path.split("."):
+        node = node.get(k) if isinstance(node, dict) else None
+    return node
 
 
 def _set(raw: dict, path: str, value: Any) -> None:
@@ -108,60 +159,103 @@ def _deep_merge(a: dict, b: dict) -> dict:
 
 
 def _check_path(path: str, base: Config) -> None:
-    """The dotted path names a config field (or a parameter of the configured loss)."""
-    from sslray.losses import loss_params
-
+    """The dotted path names a config field (loss parameters are checked in _check_loss_params)."""
     keys = path.split(".")
     if keys[:2] == ["loss", "params"] and len(keys) == 3:
-        allowed = loss_params(base.loss.name)
-        if keys[2] not in allowed:
-            raise ConfigError(f"search.params.{path}: loss {base.loss.name!r} has no parameter {keys[2]!r}; "
-                              f"allowed: {', '.join(allowed)}")
         return
     node: Any = base
     for i, k in enumerate(keys):
         if not dataclasses.is_dataclass(node):
-            raise ConfigError(f"search.params.{path}: {'.'.join(keys[:i])} is not a section")
+            raise ConfigError(f"search.params.{path}: {'.'.join(keys[:i])} is not a section; allowed: a config field")
         names = [f.name for f in dataclasses.fields(node)]
         if k not in names:
             where = ".".join(keys[:i]) or "config"
-            raise ConfigError(f"search.params.{path}: unknown parameter path; {where} has: {', '.join(names)}")
+            raise ConfigError(f"search.params.{path}: unknown parameter path; allowed: {where} has {', '.join(names)}")
         node = getattr(node, k)
 
 
-def _parse_param(path: str, spec: Any) -> ParamSpec:
+def _check_loss_params(params: list[ParamSpec], base: dict) -> None:
+    """Each searched ``loss.params.X`` exists in every loss it can be sampled with."""
+    from sslray.losses import loss_params
+
+    by_path = {p.path: p for p in params}
+    names = by_path["loss.name"].values if "loss.name" in by_path else [base["loss"]["name"]]
+    for p in params:
+        keys = p.path.split(".")
+        if keys[:2] != ["loss", "params"]:
+            continue
+        losses = [n for n in names if n in p.when.get("loss.name", names)]
+        lacking = [n for n in losses if keys[2] not in loss_params(n)]
+        if not lacking:
+            continue
+        if "loss.name" in by_path:
+            having = [n for n in names if keys[2] in loss_params(n)]
+            allowed = (f"when: {{loss.name: [{', '.join(having)}]}} (the losses that have it)" if having else
+                       "a parameter of one of the searched losses")
+            raise ConfigError(f"search.params.{p.path}: loss {lacking[0]!r} has no parameter {keys[2]!r}; allowed: {allowed}")
+        raise ConfigError(f"search.params.{p.path}: loss {lacking[0]!r} has no parameter {keys[2]!r}; "
+                          f"allowed: {', '.join(loss_params(lacking[0]))}")
+
+
+def _parse_param(path: str, spec: Any, earlier: dict[str, ParamSpec]) -> ParamSpec:
     where = f"search.params.{path}"
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: expected a mapping like {{dist: loguniform, low: 1, high: 100}}")
-    unknown = sorted(set(spec) - {"dist", "low", "high", "values"})
+        raise ConfigError(f"{where}: expected a mapping; allowed: {{dist: loguniform, low: 1, high: 100}}")
+    unknown = sorted(set(spec) - {"dist", "low", "high", "values", "when"})
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: dist, low, high, values")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: dist, low, high, values, when")
+    when = _parse_when(where, spec.get("when"), earlier)
     dist = spec.get("dist")
     if dist not in DISTS:
         raise ConfigError(f"{where}.dist: {dist!r} is not allowed; allowed: {', '.join(DISTS)}")
     if dist == "choice":
         values = spec.get("values")
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}.values: a non-empty list is required for dist=choice")
-        return ParamSpec(path, dist, values=values)
+            raise ConfigError(f"{where}.values: a non-empty list is required for dist=choice; allowed: [a, b, ...]")
+        bad = [v for v in values if not isinstance(v, (bool, int, float, str))]
+        if bad:
+            raise ConfigError(f"{where}.values: {bad[0]!r} cannot be a choice; allowed: numbers, strings, booleans")
+        return ParamSpec(path, dist, values=values, when=when)
     lo, hi = spec.get("low"), spec.get("high")
     for name, v in (("low", lo), ("high", hi)):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{where}.{name}: a number is required for dist={dist}, got {v!r}")
+            raise ConfigError(f"{where}.{name}: {v!r} is not a number; allowed: a number for dist={dist}")
     if not lo < hi:
-        raise ConfigError(f"{where}: empty range [{lo}, {hi}]; low must be below high")
+        raise ConfigError(f"{where}: empty range [{lo}, {hi}]; allowed: low below high")
     if dist == "loguniform" and lo <= 0:
         raise ConfigError(f"{where}.low: {lo} is out of range for dist=loguniform; allowed: > 0")
     if dist == "int" and (int(lo) != lo or int(hi) != hi):
-        raise ConfigError(f"{where}: dist=int needs integer low and high, got {lo} and {hi}")
-    return ParamSpec(path, dist, float(lo) if dist != "int" else int(lo), float(hi) if dist != "int" else int(hi))
+        raise ConfigError(f"{where}: dist=int needs integer low and high, got {lo} and {hi}; allowed: integers")
+    return ParamSpec(path, dist, float(lo) if dist != "int" else int(lo), float(hi) if dist != "int" else int(hi),
+                     when=when)
+
+
+def _parse_when(where: str, raw: Any, earlier: dict[str, ParamSpec]) -> dict[str, list]:
+    if raw is None:
+        return {}
+    choices = [p for p, s in earlier.items() if s.dist == "choice"]
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{where}.when: expected a mapping; allowed: {{PATH: VALUE or [VALUES]}} with PATH one of "
+                          f"the choice parameters listed before it ({', '.join(choices) or 'none'})")
+    out = {}
+    for path, values in raw.items():
+        if path not in choices:
+            raise ConfigError(f"{where}.when: {path!r} is not a choice parameter listed before it; "
+                              f"allowed: {', '.join(choices) or '(none: list the choice parameter first)'}")
+        values = values if isinstance(values, list) else [values]
+        bad = [v for v in values if v not in earlier[path].values]
+        if bad or not values:
+            raise ConfigError(f"{where}.when.{path}: {bad[0] if bad else values!r} is not one of its values; "
+                              f"allowed: {', '.join(map(str, earlier[path].values))}")
+        out[path] = values
+    return out
 
 
 def _dataclass_from(cls, raw: Any, where: str):
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping")
+        raise ConfigError(f"{where}: expected a mapping; allowed: keys {', '.join(f.name for f in dataclasses.fields(cls))}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
@@ -171,35 +265,47 @@ def _dataclass_from(cls, raw: Any, where: str):
         want = hints[k]
         ok = (v is None and type(None) in typing.get_args(want)) or isinstance(v, typing.get_origin(want) or want) \
             or (want in (float, float | None) and isinstance(v, (int, float)) and not isinstance(v, bool))
+        if isinstance(v, bool) and want in (int, float, float | None):
+            ok = False
         if not ok:
-            raise ConfigError(f"{where}.{k}: wrong type {type(v).__name__} ({v!r})")
+            kind = {int: "an integer", float: "a number", float | None: "a number or null"}.get(want, "a list")
+            raise ConfigError(f"{where}.{k}: {v!r} has the wrong type; allowed: {kind}")
     return cls(**raw)
 
 
-def load_search_space(path: str | Path) -> SearchSpace:
-    path = Path(path)
+def _read_yaml(path: Path, what: str) -> dict:
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; allowed: a YAML file")
     if not path.is_file():
-        raise ConfigError(f"search-space file not found: {path}")
-    text = path.read_text()
+        raise ConfigError(f"{what} {path}: not found; allowed: an existing YAML file")
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())}); allowed: a YAML mapping") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path}: cannot be read ({e}); allowed: a readable YAML file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level is a {type(raw).__name__}; allowed: a mapping of sections")
+    return raw
+
+
+def load_search_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
+    """Load, resolve (base file + ``config`` + command-line ``overrides``) and validate a search space."""
+    path = Path(path)
+    raw = _read_yaml(path, "search-space file")
+    text = path.read_text()
     unknown = sorted(set(raw) - {"base", "config", "search"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; allowed: base, config, search")
     base: dict = {}
     if raw.get("base"):
-        base_path = (path.parent / raw["base"]).resolve()
-        if not base_path.is_file():
-            raise ConfigError(f"base: {raw['base']} not found (resolved to {base_path})")
-        base = yaml.safe_load(base_path.read_text()) or {}
+        base = _read_yaml((path.parent / str(raw["base"])).resolve(), "base:")
     base = _deep_merge(base, raw.get("config") or {})
-    base_cfg = load_config(base)  # the base itself must be a valid run
+    base_cfg = load_config(base, overrides)  # the resolved base must itself be a valid run
     base = base_cfg.to_dict()
     s = raw.get("search")
     if not isinstance(s, dict):
-        raise ConfigError(f"{path}: a 'search' section is required")
+        raise ConfigError(f"{path}: a 'search' section is required; allowed: search: {{params: ..., ...}}")
     allowed = {"metric", "mode", "num_trials", "max_concurrent", "params", "asha", "optuna", "stop"}
     unknown = sorted(set(s) - allowed)
     if unknown:
@@ -211,28 +317,27 @@ def load_search_space(path: str | Path) -> SearchSpace:
         raise ConfigError(f"search.mode: {mode!r} is not allowed; allowed: max, min")
     params_raw = s.get("params")
     if not isinstance(params_raw, dict) or not params_raw:
-        raise ConfigError("search.params: at least one parameter is required")
-    params = []
+        raise ConfigError("search.params: at least one parameter is required; allowed: PATH: {dist: ..., ...}")
+    parsed: dict[str, ParamSpec] = {}
     for p, spec in params_raw.items():
-        _check_path(p, base_cfg)
-        ps = _parse_param(p, spec)
-        ends = ps.values if ps.dist == "choice" else [ps.low, ps.high]
-        for v in ends:  # every end of the range must be a valid run
-            try:
-                space_probe = copy.deepcopy(base)
-                _set(space_probe, p, v)
-                load_config(space_probe)
-            except ConfigError as e:
-                raise ConfigError(f"search.params.{p}: value {v!r} is not a valid setting ({e})") from None
-        params.append(ps)
+        _check_path(str(p), base_cfg)
+        parsed[str(p)] = _parse_param(str(p), spec, parsed)
+    params = list(parsed.values())
+    _check_loss_params(params, base)
+    for item in overrides or []:
+        key = item.partition("=")[0].strip()
+        if key in parsed:
+            raise ConfigError(f"override {key}: it is a searched parameter, so the override would replace every "
+                              f"sampled value; allowed: change its range in {path.name}, or drop it from search.params")
     space = SearchSpace(
         base=base, params=params, metric=metric, mode=mode,
-        num_trials=int(s.get("num_trials", 16)), max_concurrent=int(s.get("max_concurrent", 1)),
+        num_trials=_int(s, "num_trials", 16), max_concurrent=_int(s, "max_concurrent", 1),
         asha=_dataclass_from(AshaConfig, s.get("asha"), "search.asha"),
         optuna=_dataclass_from(OptunaConfig, s.get("optuna"), "search.optuna"),
         stop=_dataclass_from(StopConfig, s.get("stop"), "search.stop"),
-        source=str(path), text=text,
+        source=str(path), text=text, overrides=list(overrides or []),
     )
+    _check_ends(space)
     if space.num_trials < 1:
         raise ConfigError(f"search.num_trials: {space.num_trials} is out of range; allowed: >= 1")
     if space.max_concurrent < 1:
@@ -242,11 +347,55 @@ def load_search_space(path: str | Path) -> SearchSpace:
                           f"allowed: [1, train.epochs={space.max_epochs}]")
     if space.asha.reduction_factor <= 1:
         raise ConfigError(f"search.asha.reduction_factor: {space.asha.reduction_factor} is out of range; allowed: > 1")
-    names = {p.path for p in params}
+    if space.optuna.n_startup_trials < 0:
+        raise ConfigError(f"search.optuna.n_startup_trials: {space.optuna.n_startup_trials} is out of range; allowed: >= 0")
     for i, point in enumerate(space.optuna.points_to_evaluate):
-        extra = sorted(set(point) - names)
-        if extra or set(point) != names:
-            raise ConfigError(f"search.optuna.points_to_evaluate[{i}]: must set exactly the searched parameters "
-                              f"({', '.join(sorted(names))}); got {', '.join(sorted(point))}")
-        space.trial_config(point)  # a valid run
+        _check_point(space, i, point)
     return space
+
+
+def _int(s: dict, key: str, default: int) -> int:
+    v = s.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"search.{key}: {v!r} is not an integer; allowed: an integer >= 1")
+    return v
+
+
+def _check_ends(space: SearchSpace) -> None:
+    """Every end of every range (and every choice) is a valid run, under conditions that activate it."""
+    from sslray.losses import loss_params
+
+    by_path = {p.path: p for p in space.params}
+    for p in space.params:
+        ends = p.values if p.dist == "choice" else [p.low, p.high]
+        condition = {path: values[0] for path, values in p.when.items()}
+        if p.path.startswith("loss.params.") and "loss.name" in by_path and "loss.name" not in condition:
+            condition["loss.name"] = next(n for n in by_path["loss.name"].values if n in p.when.get("loss.name", [n])
+                                          and p.path.split(".")[2] in loss_params(n))
+        for v in ends:
+            try:
+                space.trial_config({**condition, p.path: v})
+            except ConfigError as e:
+                raise ConfigError(f"search.params.{p.path}: value {v!r} is not a valid setting ({e})") from None
+
+
+def _check_point(space: SearchSpace, i: int, point: Any) -> None:
+    where = f"search.optuna.points_to_evaluate[{i}]"
+    if not isinstance(point, dict):
+        raise ConfigError(f"{where}: expected a mapping; allowed: {{PATH: value, ...}} of the searched parameters")
+    by_path = {p.path: p for p in space.params}
+    for path, v in point.items():
+        p = by_path.get(path)
+        if p is not None and p.dist == "choice" and v not in p.values:
+            raise ConfigError(f"{where}.{path}: {v!r} is not one of its values; allowed: {', '.join(map(str, p.values))}")
+        if p is not None and p.dist != "choice" and not (p.low <= v <= p.high):
+            raise ConfigError(f"{where}.{path}: {v!r} is outside its range; allowed: [{p.low:g}, {p.high:g}]")
+    active = space.active_params(point)
+    if set(point) != set(active):
+        raise ConfigError(f"{where}: must set exactly the parameters its choices make active "
+                          f"({', '.join(sorted(active))}); got {', '.join(sorted(point))}; "
+                          f"allowed: {', '.join(sorted(active))}")
+    try:
+        space.trial_config(point)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: not a valid setting ({e})") from None

@@ -13,6 +13,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sslray.search.outcome import trial_outcome
+
 TRIAL_TAG = "sslray.trial_id"
 
 
@@ -30,9 +32,9 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 class MLflowTrials(Callback):
     """Nested MLflow run per Tune trial (runs in the Tune driver process)."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space, stop_reasons: dict):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space, trials_dir: str):
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
-        self.space, self.stop_reasons = space, stop_reasons
+        self.space, self.trials_dir = space, trials_dir
         self.run_ids: dict[str, str] = {}
         self.last_epoch: dict[str, int] = {}
 
@@ -50,12 +52,16 @@ class MLflowTrials(Callback):
         if found:  # resumed search: continue the trial's run
             run_id = found[0].info.run_id
             self.last_epoch[trial.trial_id] = int(found[0].data.metrics.get("epoch", 0))
+            if found[0].info.status == "KILLED":  # interrupted with the search; running again
+                client.update_run(run_id, status="RUNNING")
         else:
+            from sslray.search.run import trial_config
+
             run = client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}",
                                     tags={"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial.trial_id})
             run_id = run.info.run_id
-            cfg = self.space.trial_config(trial.config)
-            params = flatten(cfg.to_dict())
+            # exactly the config the trial runs: resolved space + sampled values + the search's settings
+            params = flatten(trial_config(self.space, trial.config, self.trials_dir, trial.trial_id).to_dict())
             client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
             client.set_tag(run_id, "sslray.searched", ", ".join(trial.config))
         self.run_ids[trial.trial_id] = run_id
@@ -88,19 +94,11 @@ class MLflowTrials(Callback):
         client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        reason = self.stop_reasons.get(trial.trial_id)
-        if reason:
-            status = "diverged" if reason.startswith("non-finite") else "collapsed"
-        elif int(last.get("epoch", 0)) < self.space.max_epochs:
-            status, reason = "asha", f"stopped by ASHA after epoch {last.get('epoch')}"
-        else:
-            status, reason = "finished", f"ran all {self.space.max_epochs} epochs"
-        self.stop_reasons[trial.trial_id] = reason
-        self._end(trial, status, reason)
+        self._end(trial, *trial_outcome(self.space, trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._end(trial, "failed", f"error: {getattr(trial, 'error_file', '') or 'see the trial log'}")
+        where = getattr(trial, "error_file", "") or "see the trial log"
+        self._end(trial, "failed", f"error: {where}")
 
 
 _LOGGED = {"epoch", "lr", "img_per_s", "epoch_time_s", "knn_top1", "probe_top1", "probe_loss", "rankme", "rankme_rep",

@@ -1,0 +1,237 @@
+"""The search does what its command line says: overrides resolved once, conditional parameters,
+MLflow params equal to what ran, bad input refused before anything is written, interruption
+recorded and resumed into the same Optuna study."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslray.config import ConfigError
+from sslray.search.space import load_search_space
+from test_search import _space, _study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tune(*args, cwd=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "sslray.tune", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def _one_line_error(proc, *needles):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "; allowed: " in lines[0], proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_overrides_are_resolved_once_into_the_space(tmp_path):
+    path, doc = _space(tmp_path)  # train.epochs: 4 in the file
+    space = load_search_space(path, ["train.epochs=8", "data.synthetic_train_size=384"])
+    assert space.max_epochs == 8 and space.base["data"]["synthetic_train_size"] == 384
+    assert space.trial_config({"loss.params.nu": 0.1, "optim.lr": 1e-3}).train.epochs == 8
+    from sslray.search.plan import rungs
+
+    assert rungs(space) == [1, 2, 4]  # ASHA's max_t is the overridden 8, not the file's 4
+    doc["search"]["asha"]["grace_period"] = 3
+    path.write_text(yaml.safe_dump(doc))
+    assert load_search_space(path).max_epochs == 4
+    with pytest.raises(ConfigError, match=r"search.asha.grace_period: 3 .*allowed: \[1, train.epochs=2\]"):
+        load_search_space(path, ["train.epochs=2"])
+
+
+def test_plan_uses_the_overrides_and_refuses_a_grace_period_beyond_them(tmp_path):
+    path, doc = _space(tmp_path)
+    doc["search"]["asha"]["grace_period"] = 3
+    path.write_text(yaml.safe_dump(doc))
+    ok = _tune(path, "--plan", "train.epochs=12")
+    assert ok.returncode == 0 and "up to 12 epochs" in ok.stdout and "rungs at epochs 3, 6" in ok.stdout
+    _one_line_error(_tune(path, "--plan", "train.epochs=2"), "search.asha.grace_period: 3", "train.epochs=2")
+
+
+@pytest.mark.parametrize("case", ["resume-nothing", "output-file", "folder-space", "loss-choice-without-when",
+                                  "override-searched", "bad-name", "bad-num-cpus", "when-unknown", "point-inactive"])
+def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, case):
+    path, doc = _space(tmp_path)
+    out = tmp_path / "exp"
+    args, needles = [path, "--output", out], []
+    search = doc["search"]
+    if case == "resume-nothing":
+        args += ["--resume"]
+        needles = ["--resume:", "holds no search"]
+    elif case == "output-file":
+        out.write_text("not a folder")
+        needles = ["--output:", "is a file"]
+    elif case == "folder-space":
+        args[0] = tmp_path
+        needles = ["is a folder", "allowed: a YAML file"]
+    elif case == "loss-choice-without-when":
+        search["params"] = {"loss.name": {"dist": "choice", "values": ["vicreg_tico", "tico"]},
+                            "loss.params.mu": {"dist": "loguniform", "low": 1, "high": 50}}
+        search["optuna"]["points_to_evaluate"] = []
+        needles = ["search.params.loss.params.mu: loss 'tico' has no parameter 'mu'", "when: {loss.name: [vicreg_tico]}"]
+    elif case == "override-searched":
+        args += ["optim.lr=0.1"]
+        needles = ["override optim.lr: it is a searched parameter"]
+    elif case == "bad-name":
+        args += ["--name", "../up"]
+        needles = ["--name: '../up'"]
+    elif case == "bad-num-cpus":
+        args += ["--num-cpus", "0"]
+        needles = ["--num-cpus: 0"]
+    elif case == "when-unknown":
+        search["params"]["optim.lr"]["when"] = {"loss.name": "vicreg"}
+        needles = ["search.params.optim.lr.when: 'loss.name' is not a choice parameter"]
+    elif case == "point-inactive":
+        search["params"] = {"loss.name": {"dist": "choice", "values": ["vicreg", "vicreg_tico"]},
+                            "loss.params.beta": {"dist": "uniform", "low": 0.5, "high": 0.99,
+                                                 "when": {"loss.name": "vicreg_tico"}}}
+        search["optuna"]["points_to_evaluate"] = [{"loss.name": "vicreg", "loss.params.beta": 0.9}]
+        needles = ["points_to_evaluate[0]: must set exactly", "allowed: loss.name"]
+    path.write_text(yaml.safe_dump(doc))
+    proc = _tune(*args)
+    _one_line_error(proc, *needles)
+    assert not out.exists() or out.is_file()
+
+
+@pytest.mark.parametrize("override, field", [("scale.use_gpu=true", "scale.use_gpu"),
+                                             ("scale.cpus_per_worker=64", "scale.cpus_per_worker")])
+def test_a_search_the_local_cluster_can_never_run_fails_before_the_first_trial(tmp_path, override, field):
+    path, _ = _space(tmp_path)
+    proc = _tune(path, "--output", tmp_path / "exp", override, timeout=180)
+    _one_line_error(proc, f"{field}:", "node(s)")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_ray_train_run_the_local_cluster_can_never_run_fails_at_once(tmp_path, tiny_cfg):
+    tiny_cfg["scale"] = {"workers": 1, "use_gpu": True}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_cfg))
+    proc = subprocess.run([sys.executable, "-m", "sslray.train", str(cfg)], capture_output=True, text=True, timeout=180)
+    _one_line_error(proc, "scale.use_gpu:", "no GPU")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cluster_shortfall_by_placement_strategy():
+    from sslray.config import ScaleConfig
+    from sslray.resources import shortfall
+
+    nodes = [{"CPU": 4.0}, {"CPU": 4.0}]
+    assert shortfall(ScaleConfig(workers=8, cpus_per_worker=1), nodes) is None
+    assert "room for 8" in shortfall(ScaleConfig(workers=9, cpus_per_worker=1), nodes)
+    assert "on one node" in shortfall(ScaleConfig(workers=5, placement_strategy="STRICT_PACK"), nodes)
+    assert shortfall(ScaleConfig(workers=2, placement_strategy="STRICT_SPREAD"), nodes) is None
+    assert "distinct nodes" in shortfall(ScaleConfig(workers=3, placement_strategy="STRICT_SPREAD"), nodes)
+    assert shortfall(ScaleConfig(workers=1, cpus_per_worker=6), nodes).startswith("scale.cpus_per_worker: 6")
+    gpu = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0}]
+    assert shortfall(ScaleConfig(workers=1, use_gpu=True), gpu) is None
+    assert shortfall(ScaleConfig(workers=1, use_gpu=True, gpus_per_worker=2), gpu).startswith("scale.gpus_per_worker")
+    assert "room for 1" in shortfall(ScaleConfig(workers=2, use_gpu=True), gpu)
+    assert shortfall(ScaleConfig(workers=0, use_gpu=True), nodes) is None  # in-process: no Ray
+
+
+@pytest.mark.slow
+def test_method_search_overrides_and_mlflow_record_what_ran(tmp_path):
+    """One search over the loss itself: beta sampled only for vicreg_tico; train.epochs from the
+    command line reaches ASHA (max_t) and every trial; MLflow params equal each trial's config.yaml."""
+    from mlflow.tracking import MlflowClient
+
+    from sslray.search.tracking import flatten
+
+    path, doc = _space(tmp_path)
+    doc["config"]["train"]["epochs"] = 2  # the file says 2; the command line says 3
+    doc["search"] = {
+        "metric": "knn_top1", "mode": "max", "num_trials": 3, "max_concurrent": 1,
+        "params": {"loss.name": {"dist": "choice", "values": ["vicreg", "vicreg_tico"]},
+                   "loss.params.mu": {"dist": "loguniform", "low": 5.0, "high": 50.0},
+                   "loss.params.beta": {"dist": "uniform", "low": 0.5, "high": 0.99, "when": {"loss.name": "vicreg_tico"}}},
+        "asha": {"grace_period": 2, "reduction_factor": 100},  # nobody is cut: every trial must run 3 epochs
+        "optuna": {"seed": 0, "n_startup_trials": 1, "points_to_evaluate": [
+            {"loss.name": "vicreg", "loss.params.mu": 25.0},
+            {"loss.name": "vicreg_tico", "loss.params.mu": 25.0, "loss.params.beta": 0.9}]},
+        "stop": {"rankme_below": None, "emb_std_ratio_below": None}}
+    doc["config"]["loss"] = {"name": "vicreg_tico", "params": {"nu": 0.01}}
+    path.write_text(yaml.safe_dump(doc))
+    proc = _tune(path, "--output", tmp_path / "exp", "--name", "m", "--num-cpus", "4",
+                 "train.epochs=3", "data.synthetic_train_size=384")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "exp" / "m"
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["outcomes"] == {"finished": 3} and all(row["epochs"] == 3 for row in summary["table"])
+    client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("m").experiment_id])
+    children = [r for r in runs if "sslray.trial_id" in r.data.tags]
+    assert len(children) == 3
+    study = {t.user_attrs["tune_trial_id"]: t for t in _study(exp, "m").trials}
+    for child in children:
+        trial_id = child.data.tags["sslray.trial_id"]
+        ran = yaml.safe_load((exp / "trials" / f"train-{trial_id}" / "config.yaml").read_text())
+        assert ran["train"]["epochs"] == 3 and ran["data"]["synthetic_train_size"] == 384
+        assert child.data.params == {k: str(v)[:6000] for k, v in flatten(ran).items()}  # what MLflow shows = what ran
+        params = study[trial_id].params
+        if ran["loss"]["name"] == "vicreg_tico":
+            assert set(params) == {"loss.name", "loss.params.mu", "loss.params.beta"}
+            assert ran["loss"]["params"] == {"nu": 0.01, "mu": pytest.approx(params["loss.params.mu"]),
+                                             "beta": pytest.approx(params["loss.params.beta"])}
+        else:  # vicreg starts from its own defaults: the base's nu belongs to vicreg_tico
+            assert set(params) == {"loss.name", "loss.params.mu"}
+            assert ran["loss"]["params"] == {"mu": pytest.approx(params["loss.params.mu"])}
+        assert [json.loads(x)["epoch"] for x in (exp / "trials" / f"train-{trial_id}" / "metrics.jsonl")
+                .read_text().splitlines()] == [1, 2, 3]
+    assert {t.params["loss.name"] for t in study.values()} == {"vicreg", "vicreg_tico"}
+
+
+@pytest.mark.slow
+def test_sigterm_marks_runs_killed_and_resume_continues_the_same_study(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    path, doc = _space(tmp_path)
+    doc["config"]["train"]["epochs"] = 3
+    doc["search"].update(num_trials=2, max_concurrent=1)
+    doc["search"]["asha"]["grace_period"] = 3
+    path.write_text(yaml.safe_dump(doc))
+    exp = tmp_path / "exp" / "k"
+    cmd = [sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp"), "--name", "k",
+           "--num-cpus", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((exp / "trials").glob("train-*/metrics.jsonl")):
+            time.sleep(1)
+        assert list((exp / "trials").glob("train-*/metrics.jsonl")), "no trial reported an epoch in time"
+        proc.send_signal(signal.SIGTERM)  # to the driver alone, as `kill PID` or a scheduler does
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, err[-3000:]
+    assert "interrupted" in err and "--resume" in err
+    client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("k").experiment_id
+
+    def states():
+        runs = client.search_runs([exp_id])
+        return ([r.info.status for r in runs if r.data.tags.get("sslray.role") == "search"],
+                sorted(r.info.status for r in runs if "sslray.trial_id" in r.data.tags))
+
+    parent, children = states()
+    assert parent == ["KILLED"] and "RUNNING" not in children and "KILLED" in children, (parent, children)
+    assert json.loads((exp / "summary.json").read_text())["status"] == "interrupted"
+
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert states() == (["FINISHED"], ["FINISHED", "FINISHED"])
+    study = _study(exp, "k")
+    assert len(study.trials) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)  # no duplicates
+    for t in study.trials:
+        assert sorted(t.intermediate_values) == [1, 2, 3]
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["outcomes"] == {"finished": 2}
