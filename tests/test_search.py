@@ -209,6 +209,12 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "knn_top1")]
         assert sorted(steps) == sorted(set(steps)) == [1, 2, 3]  # no epoch logged twice
+    # the same Optuna study went on: three COMPLETE trials, each with its three epochs, none RUNNING
+    trials = _study(exp, "r").trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 3 and all(sorted(t.intermediate_values) == [1, 2, 3] for t in complete)
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert {t.user_attrs["tune_trial_id"] for t in complete} == {c.data.tags["sslray.trial_id"] for c in children}
 
 
 def test_collapse_stopper_and_outcomes_record_why():

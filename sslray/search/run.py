@@ -212,6 +212,20 @@ def optuna_storage(exp_dir: Path, name: str, fresh: bool):
     return storage
 
 
+def close_orphans(exp_dir: Path, name: str) -> None:
+    """At the end of a search no Optuna trial may stay RUNNING. One can only be left by a driver
+    killed (SIGKILL) after Optuna created a trial and before Tune saved it: Tune never resumes it,
+    so it is told FAIL, with the reason, instead of staying RUNNING for ever."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "outcome", "failed")
+        study._storage.set_trial_user_attr(t._trial_id, "reason", "orphaned: the search driver was killed before Tune saved this trial")
+        study.tell(t.number, state=TrialState.FAIL)
+
+
 def _interrupted(client, exp_id: str, parent_id: str, exp_dir: Path, space: SearchSpace, ended: int,
                  signum: int | None, wall_s: float) -> dict[str, Any]:
     """Mark the search and its unfinished trials KILLED in MLflow; ``--resume`` continues them."""
@@ -273,6 +287,7 @@ def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str
         client.log_metric(parent_id, f"best_{space.metric}", float(best[space.metric]))
         summary["best"]["model_uri"] = log_best_encoder(client, parent_id, best, registered_model)
     client.log_dict(parent_id, summary, "summary.json")
+    close_orphans(exp_dir, Path(exp_dir).name)
     client.set_terminated(parent_id, "FINISHED")
     (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
