@@ -24,7 +24,8 @@ def projector_dims(spec: str) -> list[int]:
     try:
         dims = [int(p) for p in str(spec).split("-")]
     except ValueError:
-        raise ValueError(f"{spec!r} is not a projector spec; allowed: widths joined by '-', e.g. '2048-2048-2048'") from None
+        raise ValueError(f"{spec!r} is not a projector spec; allowed: widths joined by '-', "
+                         "e.g. '2048-2048-2048'") from None
     if not dims or any(d < 1 for d in dims):
         raise ValueError(f"{spec!r} has a width below 1; allowed: positive widths, e.g. '2048-2048-2048'")
     return dims
