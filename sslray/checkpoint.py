@@ -82,19 +82,33 @@ def resolve_checkpoint(source: str | Path) -> Path:
     if not text.startswith(("models:/", "runs:/")):
         return _download(text) if "://" in text else Path(source)
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    if text.startswith("runs:/"):
-        run_id = text[len("runs:/"):].split("/")[0]
-    else:
-        name_ver = text[len("models:/"):]
-        client = mlflow.tracking.MlflowClient()
-        if "@" in name_ver:
-            name, alias = name_ver.split("@", 1)
-            run_id = client.get_model_version_by_alias(name, alias).run_id
-        else:
-            name, version = name_ver.split("/", 1)
-            run_id = client.get_model_version(name, version).run_id
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/checkpoint.pt"))
+    try:
+        run_id = _mlflow_run_id(text)
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/checkpoint.pt"))
+    except MlflowException as e:  # no such model, alias, run or artifact (or no tracking server)
+        raise not_a_checkpoint(text, f"MLflow cannot resolve it ({_one_line(e.message)})") from None
+
+
+def _mlflow_run_id(uri: str) -> str:
+    import mlflow
+
+    if uri.startswith("runs:/"):
+        return uri[len("runs:/"):].split("/")[0]
+    name_ver = uri[len("models:/"):]
+    if "@" not in name_ver and "/" not in name_ver:
+        raise not_a_checkpoint(uri, "a model URI needs a version or an alias")
+    client = mlflow.tracking.MlflowClient()
+    if "@" in name_ver:
+        name, alias = name_ver.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).run_id
+    name, version = name_ver.split("/", 1)
+    return client.get_model_version(name, version).run_id
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def storage_uri(storage: str, path: str) -> str:
@@ -107,23 +121,28 @@ def storage_uri(storage: str, path: str) -> str:
 
 def _download(uri: str) -> Path:
     """A checkpoint file (or Ray Train checkpoint folder) in a pyarrow filesystem, copied locally."""
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        path = f"{path.rstrip('/')}/{RAY_CKPT_FILE}"
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
         info = fs.get_file_info(path)
-    if info.type != pafs.FileType.File:
-        raise not_a_checkpoint(uri, "not found")
-    local = Path(tempfile.mkdtemp(prefix="sslray-ckpt-")) / RAY_CKPT_FILE
-    pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        if info.type == pafs.FileType.Directory:
+            path = f"{path.rstrip('/')}/{RAY_CKPT_FILE}"
+            info = fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            raise not_a_checkpoint(uri, "not found")
+        local = Path(tempfile.mkdtemp(prefix="sslray-ckpt-")) / RAY_CKPT_FILE
+        pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except (pa.ArrowException, OSError) as e:  # unknown scheme, unreachable bucket, no credentials
+        raise not_a_checkpoint(uri, f"cannot be read ({_one_line(e)})") from None
     return local
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The state dict of a checkpoint (see :func:`resolve_checkpoint` for what ``path`` may be);
     :class:`CheckpointError` when there is none or it is not an sslray checkpoint."""
+    source = str(path)
     path = resolve_checkpoint(path)
     if path.is_dir() and (path / RAY_CKPT_FILE).is_file():  # a Ray Train checkpoint folder
         path = path / RAY_CKPT_FILE
@@ -136,26 +155,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise not_a_checkpoint(path, "not found")
     if not path.is_file():
         raise not_a_checkpoint(path, "not a regular file")
-    state = _read(path, map_location)
-    _check_state(path, state)
+    # a checkpoint copied from storage or MLflow is named as the user gave it, not as the temporary copy
+    name = source if source.startswith(("models:/", "runs:/")) or "://" in source else path
+    state = _read(path, name, map_location)
+    _check_state(name, state)
     return state
 
 
-def _read(path: Path, map_location: str | torch.device) -> Any:
+def _read(path: Path, name: str | Path, map_location: str | torch.device) -> Any:
     with open(path, "rb") as f:
         head = f.read(len(_ZIP_MAGIC))
     if head != _ZIP_MAGIC:
-        raise not_a_checkpoint(path, "not an sslray checkpoint (not a torch zip file)")
+        raise not_a_checkpoint(name, "not an sslray checkpoint (not a torch zip file)")
     if not zipfile.is_zipfile(path):  # the archive's directory sits at its end: gone when cut short
-        raise not_a_checkpoint(path, "not an sslray checkpoint (truncated or corrupt file)")
+        raise not_a_checkpoint(name, "not an sslray checkpoint (truncated or corrupt file)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torch.load reports damaged archives and foreign pickles as
         # UnpicklingError, RuntimeError, KeyError, EOFError, ...: for the user all mean one thing
-        raise not_a_checkpoint(path, f"not an sslray checkpoint (unreadable: {type(e).__name__})") from None
+        raise not_a_checkpoint(name, f"not an sslray checkpoint (unreadable: {type(e).__name__})") from None
 
 
-def _check_state(path: Path, state: Any) -> None:
+def _check_state(path: str | Path, state: Any) -> None:
     if not isinstance(state, dict) or "format" not in state:
         raise not_a_checkpoint(path, "a torch file, but not an sslray checkpoint (no 'format' key)")
     if state["format"] != FORMAT:

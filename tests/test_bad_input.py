@@ -219,6 +219,21 @@ def test_load_encoder_on_a_bad_file_raises_checkpoint_error(ckpts, name, problem
         load_checkpoint(ckpts / name)
 
 
+def test_uris_that_are_not_checkpoints_raise_checkpoint_error(ckpts, tmp_path, monkeypatch):
+    """Storage and MLflow URIs: named as given (not as the temporary copy), one line."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for uri, problem in [
+        (f"file://{ckpts / 'text.pt'}", "not an sslray checkpoint (not a torch zip file)"),
+        (f"file://{ckpts / 'missing.pt'}", "not found"),
+        ("nosuchfs://bucket/x.pt", "cannot be read (Unrecognized filesystem type"),
+        ("models:/sslray-nope", "a model URI needs a version or an alias"),
+        ("models:/sslray-nope@best", "MLflow cannot resolve it (Registered Model with name=sslray-nope not found)"),
+    ]:
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(uri)
+        assert str(err.value).startswith(f"{uri}: {problem}") and "\n" not in str(err.value), str(err.value)
+
+
 def test_checkpoint_error_names_the_argument_and_survives_pickling(ckpts):
     """Ray ships a worker's exception by pickle: the message must come back whole."""
     with pytest.raises(CheckpointError) as err:
