@@ -16,6 +16,7 @@ import torch
 import yaml
 
 import sslray
+from conftest import tiny_config
 from sslray.checkpoint import CheckpointError, load_checkpoint
 
 ONE_LINE = re.compile(r"^error: \S.*; allowed: .+")
@@ -28,7 +29,7 @@ def ckpts(tmp_path_factory):
     from sslray.train import main as train_main
 
     d = tmp_path_factory.mktemp("ckpts")
-    cfg = _tiny(d)
+    cfg = tiny_config(d)
     cfg["train"]["epochs"] = 1
     (d / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert train_main([str(d / "c.yaml")]) == 0
@@ -43,22 +44,6 @@ def ckpts(tmp_path_factory):
     torch.save({k: v for k, v in state.items() if k != "model"}, d / "no_model.pt")
     (d / "empty_dir").mkdir()
     return d
-
-
-def _tiny(tmp_path):
-    """tests/conftest.py's tiny_cfg (a function-scoped fixture there), for module-scoped use."""
-    return {
-        "data": {"source": "synthetic", "synthetic_train_size": 256, "synthetic_test_size": 128,
-                 "synthetic_image_size": 16},
-        "views": {"preset": "symmetric", "size": 16},
-        "model": {"encoder": "small_cnn", "width": 4, "projector": "32-32"},
-        "loss": {"name": "vicreg"},
-        "optim": {"name": "adamw", "lr": 1e-3, "warmup_epochs": 1},
-        "train": {"epochs": 2, "batch_size": 32, "output_dir": str(tmp_path / "runs"), "run_name": "t",
-                  "checkpoint_every": 1, "keep_checkpoints": 5},
-        "eval": {"every": 1, "knn_k": 10, "probe_epochs": 5},
-        "scale": {"workers": 0},
-    }
 
 
 def _cfg(tmp_path, tiny_cfg):
