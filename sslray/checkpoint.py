@@ -11,20 +11,49 @@ with ``torch.load(weights_only=True)`` (no pickled code runs on load):
 
 Writes go to a temporary file in the same folder and are moved into place with ``os.replace``, so
 a crash mid-write never leaves a truncated checkpoint under the final name.
+
+Reading anything else -- a missing path, a text file, a truncated copy, another program's torch
+file -- raises :class:`CheckpointError`, one line naming the file, never a raw torch or pickle error.
 """
 from __future__ import annotations
 
 import os
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sslray.config import ConfigError
+
 FORMAT = 1
 RAY_CKPT_FILE = "checkpoint.pt"  # the file inside a Ray Train checkpoint folder (epoch_NNNN/)
 _NAME = re.compile(r"^epoch_(\d+)\.pt$")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive; a file without this start is something else
+ALLOWED = ("a checkpoint written by sslray (epoch_NNNN.pt, checkpoint.pt), a run directory, a Ray checkpoint "
+           "folder, or an MLflow URI models:/NAME@ALIAS")
+
+
+class CheckpointError(ConfigError):
+    """A path given as a checkpoint that is not a usable sslray checkpoint. The message is one line,
+    ``<path>: <what is wrong>; allowed: ...``; :meth:`named` puts the argument's name in front."""
+
+    def __init__(self, message: str, field: str | None = None):
+        self.message, self.field = message, field
+        super().__init__(f"{field}: {message}" if field else message)
+
+    def __reduce__(self):  # Ray ships a worker's exception by pickle: rebuild it from both parts
+        return type(self), (self.message, self.field)
+
+    def named(self, field: str) -> CheckpointError:
+        """The same error, reported as a problem of the argument ``field`` (``train.resume``)."""
+        return CheckpointError(self.message, field)
+
+
+def not_a_checkpoint(path: str | Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {problem}; allowed: {ALLOWED}")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -53,19 +82,33 @@ def resolve_checkpoint(source: str | Path) -> Path:
     if not text.startswith(("models:/", "runs:/")):
         return _download(text) if "://" in text else Path(source)
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    if text.startswith("runs:/"):
-        run_id = text[len("runs:/"):].split("/")[0]
-    else:
-        name_ver = text[len("models:/"):]
-        client = mlflow.tracking.MlflowClient()
-        if "@" in name_ver:
-            name, alias = name_ver.split("@", 1)
-            run_id = client.get_model_version_by_alias(name, alias).run_id
-        else:
-            name, version = name_ver.split("/", 1)
-            run_id = client.get_model_version(name, version).run_id
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/checkpoint.pt"))
+    try:
+        run_id = _mlflow_run_id(text)
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/checkpoint.pt"))
+    except MlflowException as e:  # no such model, alias, run or artifact (or no tracking server)
+        raise not_a_checkpoint(text, f"MLflow cannot resolve it ({_one_line(e.message)})") from None
+
+
+def _mlflow_run_id(uri: str) -> str:
+    import mlflow
+
+    if uri.startswith("runs:/"):
+        return uri[len("runs:/"):].split("/")[0]
+    name_ver = uri[len("models:/"):]
+    if "@" not in name_ver and "/" not in name_ver:
+        raise not_a_checkpoint(uri, "a model URI needs a version or an alias")
+    client = mlflow.tracking.MlflowClient()
+    if "@" in name_ver:
+        name, alias = name_ver.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).run_id
+    name, version = name_ver.split("/", 1)
+    return client.get_model_version(name, version).run_id
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def storage_uri(storage: str, path: str) -> str:
@@ -78,35 +121,81 @@ def storage_uri(storage: str, path: str) -> str:
 
 def _download(uri: str) -> Path:
     """A checkpoint file (or Ray Train checkpoint folder) in a pyarrow filesystem, copied locally."""
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        path = f"{path.rstrip('/')}/{RAY_CKPT_FILE}"
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
         info = fs.get_file_info(path)
-    if info.type != pafs.FileType.File:
-        raise FileNotFoundError(f"checkpoint not found: {uri}")
-    local = Path(tempfile.mkdtemp(prefix="sslray-ckpt-")) / RAY_CKPT_FILE
-    pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        if info.type == pafs.FileType.Directory:
+            path = f"{path.rstrip('/')}/{RAY_CKPT_FILE}"
+            info = fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            raise not_a_checkpoint(uri, "not found")
+        local = Path(tempfile.mkdtemp(prefix="sslray-ckpt-")) / RAY_CKPT_FILE
+        pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except (pa.ArrowException, OSError) as e:  # unknown scheme, unreachable bucket, no credentials
+        raise not_a_checkpoint(uri, f"cannot be read ({_one_line(e)})") from None
     return local
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state dict of a checkpoint (see :func:`resolve_checkpoint` for what ``path`` may be);
+    :class:`CheckpointError` when there is none or it is not an sslray checkpoint."""
+    source = str(path)
     path = resolve_checkpoint(path)
     if path.is_dir() and (path / RAY_CKPT_FILE).is_file():  # a Ray Train checkpoint folder
         path = path / RAY_CKPT_FILE
     if path.is_dir():  # a run directory or a checkpoints folder: take the latest
         found = latest_checkpoint(path)
         if found is None:
-            raise FileNotFoundError(f"no epoch_*.pt checkpoint under {path}")
+            raise not_a_checkpoint(path, f"a folder without epoch_NNNN.pt or {RAY_CKPT_FILE}")
         path = found
+    if not path.exists():
+        raise not_a_checkpoint(path, "not found")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an sslray checkpoint (format {FORMAT})")
+        raise not_a_checkpoint(path, "not a regular file")
+    # a checkpoint copied from storage or MLflow is named as the user gave it, not as the temporary copy
+    name = source if source.startswith(("models:/", "runs:/")) or "://" in source else path
+    state = _read(path, name, map_location)
+    _check_state(name, state)
     return state
+
+
+def _read(path: Path, name: str | Path, map_location: str | torch.device) -> Any:
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head != _ZIP_MAGIC:
+        raise not_a_checkpoint(name, "not an sslray checkpoint (not a torch zip file)")
+    if not zipfile.is_zipfile(path):  # the archive's directory sits at its end: gone when cut short
+        raise not_a_checkpoint(name, "not an sslray checkpoint (truncated or corrupt file)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- torch.load reports damaged archives and foreign pickles as
+        # UnpicklingError, RuntimeError, KeyError, EOFError, ...: for the user all mean one thing
+        raise not_a_checkpoint(name, f"not an sslray checkpoint (unreadable: {type(e).__name__})") from None
+
+
+def _check_state(path: str | Path, state: Any) -> None:
+    if not isinstance(state, dict) or "format" not in state:
+        raise not_a_checkpoint(path, "a torch file, but not an sslray checkpoint (no 'format' key)")
+    if state["format"] != FORMAT:
+        raise not_a_checkpoint(path, f"sslray checkpoint format {state['format']!r}; this version reads "
+                                     f"format {FORMAT}")
+    missing = [k for k in ("epoch", "config", "model") if k not in state]
+    if missing:
+        raise not_a_checkpoint(path, f"not an sslray checkpoint (no {', '.join(map(repr, missing))})")
+
+
+def saved_config(state: dict[str, Any], path: str | Path):
+    """The :class:`sslray.config.Config` a checkpoint was trained with; CheckpointError when this
+    version of sslray cannot read it (a key added or renamed since)."""
+    from sslray.config import from_dict
+
+    try:
+        return from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its saved config does not load in this sslray: {e}") from None
 
 
 def checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
@@ -140,11 +229,10 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.
     attribute holds the run's config; preprocess uint8 images with
     ``sslray.views.eval_view(images, cfg.views)``.
     """
-    from sslray.config import from_dict
     from sslray.models import build_encoder
 
     state = load_checkpoint(path)
-    cfg = from_dict(state["config"])
+    cfg = saved_config(state, path)
     enc = build_encoder(cfg.model.encoder, cfg.model.stem, cfg.views.size, cfg.model.width)
     prefix = "encoder."
     enc.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})

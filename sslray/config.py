@@ -190,23 +190,59 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
     elif isinstance(source, dict):
         raw = copy.deepcopy(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raw = _read_yaml(Path(source))
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
-        _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value else None)
+        key, value = _parse_override(item)
+        _set_path(raw, key.split("."), value)
     cfg = from_dict(raw)
     validate(cfg)
     return _absolute_paths(cfg)
+
+
+SECTIONS = "a mapping of sections data, views, model, loss, optim, train, eval, scale"
+
+
+def _read_yaml(path: Path) -> dict:
+    """A config file's mapping; anything else is one ConfigError naming the file."""
+    where = f"config file {path}"
+    if path.is_dir():
+        raise ConfigError(f"{where}: is a folder; allowed: a YAML file")
+    if not path.exists():
+        raise ConfigError(f"{where}: not found; allowed: a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({yaml_problem(e)}); allowed: {SECTIONS}") from None
+    except UnicodeDecodeError:  # e.g. a checkpoint passed where the config goes
+        raise ConfigError(f"{where}: not a text file; allowed: a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot be read ({e.strerror}); allowed: a readable YAML file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level is a {type(raw).__name__}; allowed: {SECTIONS}")
+    return raw
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one phrase: what is wrong and where (line, column from 1)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+OVERRIDE = "key.sub=value, e.g. train.epochs=5"
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """``key.sub=value`` split, the value read as YAML (``5`` an int, ``[0.2, 1]`` a list, empty: null)."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: no key=value; allowed: {OVERRIDE}")
+    try:
+        return key, yaml.safe_load(value) if value else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_problem(e)}); "
+                          f"allowed: {OVERRIDE}") from None
 
 
 # Local paths a config carries to Ray workers and Tune trials, which run in other working
@@ -227,10 +263,18 @@ def absolute_overrides(overrides: list[str] | None) -> list[str]:
     out = []
     for item in overrides or []:
         key, sep, value = item.partition("=")
-        if sep and key.strip() in PATH_FIELDS and value and isinstance(yaml.safe_load(value), str):
+        if sep and key.strip() in PATH_FIELDS and value and isinstance(_yaml_or_none(value), str):
             item = f"{key}={absolute_path(value)}"
         out.append(item)
     return out
+
+
+def _yaml_or_none(text: str) -> Any:
+    """A value as YAML, None when it is not valid YAML (load_config reports that one)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
 
 
 def _absolute_paths(cfg: Config) -> Config:
@@ -246,8 +290,10 @@ def from_dict(raw: dict) -> Config:
     views = raw.get("views")
     if isinstance(views, dict):  # a preset provides per-view defaults that explicit fields override
         v1, v2 = view_preset(views.get("preset", ViewsConfig.preset))
-        views["view1"] = {**v1, **(views.get("view1") or {})}
-        views["view2"] = {**v2, **(views.get("view2") or {})}
+        for name, defaults in (("view1", v1), ("view2", v2)):
+            given = views.get(name)
+            if given is None or isinstance(given, dict):  # anything else: _build names the problem
+                views[name] = {**defaults, **(given or {})}
     elif views is None:
         v1, v2 = view_preset(ViewsConfig.preset)
         raw["views"] = {"view1": v1, "view2": v2}
@@ -259,25 +305,29 @@ def _set_path(raw: dict, keys: list[str], value: Any) -> None:
     for k in keys[:-1]:
         nxt = node.setdefault(k, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"override {'.'.join(keys)}: {k} is not a section")
+            raise ConfigError(f"override {'.'.join(keys)}: {k} is not a section; allowed: {OVERRIDE}")
         node = nxt
     node[keys[-1]] = value
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    where = prefix.rstrip(".") or "config"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: {raw!r} is not a mapping; allowed: a mapping of {', '.join(names)}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(map(str, set(raw) - set(names)))  # str: YAML keys may be numbers
     if unknown:
-        where = prefix.rstrip(".") or "config"
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(names))}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
     kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in raw.items()}
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, value: Any, name: str) -> Any:
+def _wrong(name: str, value: Any, kind: str, nullable: bool) -> ConfigError:
+    return ConfigError(f"{name}: {value!r} is not {kind}; allowed: {kind}{' or null' if nullable else ''}")
+
+
+def _coerce(tp: Any, value: Any, name: str, nullable: bool = False) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
@@ -286,25 +336,26 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, name)
+        return _coerce(inner[0], value, name, nullable=type(None) in args)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{name}: expected a list of {len(args)} values, got {value!r}")
+            kinds = "numbers" if set(args) <= {int, float} else "values"
+            raise ConfigError(f"{name}: {value!r} is not a list of {len(args)}; allowed: a list of {len(args)} {kinds}")
         return tuple(_coerce(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+            raise _wrong(name, value, "a mapping of name: number" if args[1] is float else "a mapping", nullable)
         return {str(k): _coerce(args[1], v, f"{name}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        raise ConfigError(f"{name}: {value!r} is not true or false; allowed: true, false{', null' if nullable else ''}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        raise _wrong(name, value, "an integer", nullable)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -313,13 +364,13 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{name}: expected a number, got {value!r}")
+        raise _wrong(name, value, "a number", nullable)
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, bool) and name.endswith("channels_last"):  # YAML reads true/false
             return str(value).lower()
-        raise ConfigError(f"{name}: expected a string, got {value!r}")
+        raise _wrong(name, value, "a string", nullable)
     return value
 
 
@@ -350,14 +401,15 @@ def validate(cfg: Config) -> None:
     d = cfg.data
     _choice("data.source", d.source, list(data_mod.SOURCES))
     if d.source in ("imagefolder", "parquet") and not d.train_path:
-        raise ConfigError(f"data.train_path: required for data.source={d.source} (a file, folder or URI)")
+        raise ConfigError(f"data.train_path: required for data.source={d.source}; allowed: a file, a folder of "
+                          "shards or a URI")
     _range("data.num_classes", d.num_classes, 1)
     _range("data.image_size", d.image_size, 8)
     _range("data.limit", d.limit, 1)
     _range("data.test_limit", d.test_limit, 1)
     _range("data.fraction", d.fraction, 0, 1, lo_open=True)
     if d.limit is not None and d.fraction is not None:
-        raise ConfigError("data.limit / data.fraction: set at most one of them")
+        raise ConfigError("data.limit / data.fraction: both are set; allowed: at most one of them")
     _range("data.synthetic_classes", d.synthetic_classes, 2)
     _range("data.synthetic_train_size", d.synthetic_train_size, 2)
     _range("data.synthetic_test_size", d.synthetic_test_size, 1)
@@ -393,6 +445,13 @@ def validate(cfg: Config) -> None:
         dim = models.projector_dims(m.projector)[-1]
     except ValueError as e:
         raise ConfigError(f"model.projector: {e}") from None
+    # here, where the encoder is known: too small a view would fail (small_cnn) or degenerate (ResNets)
+    # at the first step, after the run directory exists
+    smallest = models.min_input_size(m.encoder, m.stem, v.size)
+    if v.size < smallest:
+        stem = "" if m.encoder == "small_cnn" else f" with model.stem={m.stem}"
+        raise ConfigError(f"views.size: {v.size} is too small for model.encoder={m.encoder}{stem}; "
+                          f"allowed: >= {smallest}")
 
     _choice("loss.name", cfg.loss.name, list(losses.LOSSES))
     try:
@@ -424,6 +483,9 @@ def validate(cfg: Config) -> None:
     _range("train.checkpoint_every", t.checkpoint_every, 0)
     _range("train.keep_checkpoints", t.keep_checkpoints, 1)
     _range("train.log_every", t.log_every, 1)
+    if t.resume == "auto" and not t.run_name:  # else a fresh run would start under a new timestamp name
+        raise ConfigError("train.resume: 'auto' needs train.run_name (the run to continue); "
+                          "allowed: train.run_name=NAME with train.resume=auto, or a checkpoint path")
 
     e = cfg.eval
     _range("eval.every", e.every, 0)

@@ -14,7 +14,6 @@ every method here evaluates the representation, never the embedding.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 ENCODERS = ("resnet18", "resnet50", "small_cnn")
@@ -25,9 +24,10 @@ def projector_dims(spec: str) -> list[int]:
     try:
         dims = [int(p) for p in str(spec).split("-")]
     except ValueError:
-        raise ValueError(f"{spec!r} is not a projector spec; expected widths like '2048-2048-2048'") from None
+        raise ValueError(f"{spec!r} is not a projector spec; allowed: widths joined by '-', "
+                         "e.g. '2048-2048-2048'") from None
     if not dims or any(d < 1 for d in dims):
-        raise ValueError(f"{spec!r}: every width must be a positive integer, e.g. '2048-2048-2048'")
+        raise ValueError(f"{spec!r} has a width below 1; allowed: positive widths, e.g. '2048-2048-2048'")
     return dims
 
 
@@ -64,14 +64,72 @@ class SmallCNN(nn.Sequential):
         self.out_dim = 8 * w
 
 
+def resolve_stem(encoder: str, stem: str, image_size: int) -> str | None:
+    """The stem a ResNet gets for ``image_size`` px views: cifar or imagenet (auto: cifar up to
+    64 px); None for small_cnn, which has no stem choice."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"model.encoder: unknown encoder {encoder!r}; allowed: {', '.join(ENCODERS)}")
+    if encoder == "small_cnn":
+        return None
+    return "cifar" if stem == "cifar" or (stem == "auto" and image_size <= 64) else "imagenet"
+
+
+def _downsamplings(encoder: str, stem: str, image_size: int) -> list[bool]:
+    """The encoder's stride-2 steps, input to output; True where the step rounds the size up
+    (padded stride-2 convolutions and the ImageNet stem's padded max-pool: ceil(n / 2)), False
+    where it rounds down (SmallCNN's MaxPool2d(2): floor(n / 2))."""
+    kind = resolve_stem(encoder, stem, image_size)
+    if kind is None:
+        return [False] * 4  # SmallCNN: a 2x2 max-pool after each of the first four convs
+    stages = [True] * 3  # ResNet layer2, layer3, layer4 start with a stride-2 conv (and 1x1 shortcut)
+    return ([True, True] if kind == "imagenet" else []) + stages  # 7x7/2 conv, 3x3/2 max-pool
+
+
+def min_input_size(encoder: str, stem: str = "auto", image_size: int = 32) -> int:
+    """The smallest view side length the encoder handles: every stride-2 step must still get at
+    least 2 x 2 pixels. Below it SmallCNN fails (a 1 x 1 map cannot be max-pooled by 2) and a ResNet
+    degenerates: its last stages get 1 x 1 maps, with nothing left to downsample, and their 3x3
+    convolutions see mostly padding. ``image_size`` (the view size) resolves ``stem: auto``."""
+    steps = _downsamplings(encoder, stem, image_size)
+    size = 1
+    while not _every_step_gets_two(size, steps):
+        size += 1
+    return size
+
+
+def _every_step_gets_two(size: int, steps: list[bool]) -> bool:
+    for round_up in steps:
+        if size < 2:
+            return False
+        size = (size + 1) // 2 if round_up else size // 2
+    return True
+
+
+def architecture(cfg) -> dict[str, object]:
+    """The settings of a :class:`sslray.config.Config` that shape the model's weights: two configs
+    with the same architecture load each other's state dicts (the probe aside: its width is the
+    dataset's class count)."""
+    m = cfg.model
+    stem = resolve_stem(m.encoder, m.stem, cfg.views.size)
+    shape = {"model.encoder": m.encoder}
+    if stem is None:
+        shape["model.width"] = m.width  # only SmallCNN has a width setting
+    else:
+        shape["model.stem"] = stem  # auto resolved: the same auto at another views.size may differ
+    shape["model.projector"] = "-".join(map(str, projector_dims(m.projector)))
+    return shape
+
+
 def build_encoder(name: str, stem: str = "auto", image_size: int = 32, width: int = 32) -> nn.Module:
     """An encoder with attribute ``out_dim`` (the representation width)."""
-    if name == "small_cnn":
+    kind = resolve_stem(name, stem, image_size)
+    if kind is None:
         return SmallCNN(width)
-    if name not in ("resnet18", "resnet50"):
-        raise ValueError(f"model.encoder: unknown encoder {name!r}; allowed: {', '.join(ENCODERS)}")
+    import torchvision  # here, not at the top: importing it takes ~1.7 s, and validating a config
+    # (every CLI, every search-space probe) needs this module but never a ResNet
+
     net = getattr(torchvision.models, name)(weights=None)
-    if stem == "cifar" or (stem == "auto" and image_size <= 64):
+    if kind == "cifar":
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
     net.out_dim = net.fc.in_features

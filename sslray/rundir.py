@@ -89,5 +89,5 @@ def run_name(cfg: Config) -> str:
 
 def check_fresh(path: Path, cfg: Config) -> None:
     if cfg.train.resume is None and (path / "metrics.jsonl").exists():
-        raise ConfigError(f"train.run_name: {path} already holds a run; pass train.resume=auto to continue it "
-                          "or choose another train.run_name")
+        raise ConfigError(f"train.run_name: {path} already holds a run; allowed: train.resume=auto to continue it, "
+                          "or another train.run_name")

@@ -4,32 +4,43 @@ One pretraining run. With ``scale.workers >= 1`` (the default: 1) it runs throug
 N DDP workers, on a local Ray or a cluster (``--address`` / ``RAY_ADDRESS``); with
 ``scale.workers=0`` (``--workers 0``) the same loop runs in this process without Ray. Either way it
 leaves a run directory (see :mod:`sslray.rundir`), prints one line per epoch and the summary as
-JSON at the end. Bad config or data fail before anything is written, with exit code 2.
+JSON at the end. Bad config, data, arguments or a bad ``train.resume`` checkpoint fail before
+anything is written: one line on stderr, exit code 2.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from sslray.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+import torch
+
+from sslray.checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                               save_checkpoint, saved_config)
+from sslray.cli import ArgumentParser, fail, int_at_least
 from sslray.config import Config, ConfigError, load_config
 from sslray.rundir import RunDir, check_fresh, run_name
 
 
 class LocalReporter:
-    """Reporter of a single-process run: checkpoints and metrics in its run directory."""
+    """Reporter of a single-process run: checkpoints and metrics in its run directory.
+    ``resume_state`` may hold the checkpoint already loaded from ``resume_from`` (main checks it
+    before the run starts; this way it is read once)."""
 
-    def __init__(self, cfg: Config, run_dir: Path, resume_from: Path | None, echo: bool = True):
+    def __init__(self, cfg: Config, run_dir: Path, resume_from: Path | str | None, echo: bool = True,
+                 resume_state: dict | None = None):
         self.cfg, self.resume_from = cfg, resume_from
         self.dir = RunDir(cfg, run_dir, echo)
         self.ckpt_dir = Path(run_dir) / "checkpoints"
-        self.last_checkpoint: Path | None = resume_from
+        self.last_checkpoint: Path | str | None = resume_from
+        self._loaded = resume_state
 
     def resume_state(self) -> dict | None:
-        return load_checkpoint(self.resume_from) if self.resume_from else None
+        state, self._loaded = self._loaded, None  # handed over, not kept in memory for the whole run
+        if state is None and self.resume_from:
+            state = load_checkpoint(self.resume_from)
+        return state
 
     def log(self, line: str) -> None:
         self.dir.log(line)
@@ -41,34 +52,79 @@ class LocalReporter:
         self.dir.add_metrics(metrics)
 
 
-def resolve_resume(cfg: Config, run_dir: Path) -> Path | None:
-    """The checkpoint a single-process run resumes from (None: start fresh)."""
+RESUMABLE = "a checkpoint of the same model, loss and optimizer"
+
+
+def resume_checkpoint(cfg: Config, run_dir: Path) -> tuple[Path | str | None, dict | None]:
+    """The checkpoint a run resumes from and its state, read and checked against ``cfg`` before the
+    run starts: a missing, broken or foreign checkpoint is one ConfigError, not a traceback after
+    the run directory exists. (None, None): start fresh."""
     t = cfg.train
     if t.resume is None:
+        return None, None
+    source = t.resume
+    if t.resume == "auto":  # validate() made sure train.run_name names the run to continue
+        source = latest_checkpoint(run_dir) if cfg.scale.workers == 0 else _latest_ray_checkpoint(cfg)
+        if source is None:
+            return None, None  # nothing to continue yet
+    try:
+        state = load_checkpoint(source)
+        check_resumable(state, cfg, source)
+    except CheckpointError as e:
+        raise e.named("train.resume") from None
+    return source, state
+
+
+def _latest_ray_checkpoint(cfg: Config) -> Path | None:
+    """The checkpoint Ray Train resumes a run from: the latest ``<storage>/<run name>/epoch_NNNN/``
+    (see sslray.ray_train). None in remote storage: Ray reads that one itself."""
+    storage = cfg.scale.storage_path or cfg.train.output_dir
+    if "://" in storage:
         return None
-    if t.resume == "auto":
-        if not t.run_name:
-            raise ConfigError("train.resume=auto needs train.run_name (the run to continue)")
-        return latest_checkpoint(run_dir)  # None: nothing to resume yet
-    path = Path(t.resume)
-    if not path.exists():
-        raise ConfigError(f"train.resume: {path} does not exist; allowed: a checkpoint file, a run directory or 'auto'")
-    return latest_checkpoint(path) if path.is_dir() else path
+    found = sorted((Path(storage) / cfg.train.run_name).glob("epoch_*/checkpoint.pt"))
+    return found[-1] if found else None
 
 
-def train_local(cfg: Config, run_dir: Path, echo: bool = True) -> dict[str, Any]:
+def check_resumable(state: dict, cfg: Config, source: Path | str) -> None:
+    """A checkpoint resumes a run only with the model, loss and optimizer it was trained with:
+    otherwise loading its weights or optimizer state fails deep in the loop."""
+    from sslray.models import architecture
+
+    missing = [k for k in ("loss", "optimizer", "probe_optimizer", "metrics") if k not in state]
+    if missing:
+        raise CheckpointError(f"{source}: holds no training state ({', '.join(missing)}); allowed: {RESUMABLE} "
+                              "written by sslray.train")
+    saved = saved_config(state, source)
+    was = {**architecture(saved), "loss.name": saved.loss.name, "optim.name": saved.optim.name}
+    now = {**architecture(cfg), "loss.name": cfg.loss.name, "optim.name": cfg.optim.name}
+    for name, value in was.items():
+        if now.get(name) != value:
+            raise CheckpointError(f"{source} was trained with {name}={value}; this config has {now.get(name)}; "
+                                  f"allowed: {RESUMABLE}")
+
+
+def check_device(cfg: Config) -> None:
+    """train.device=cuda without CUDA fails here, before data is read, not at the first step. Ray
+    workers (scale.workers >= 1) may run on other machines: they are not judged by this one."""
+    if cfg.scale.workers == 0 and cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda is not available on this machine; allowed: cpu, auto")
+
+
+def train_local(cfg: Config, run_dir: Path, echo: bool = True, resume_from: Path | str | None = None,
+                resume_state: dict | None = None) -> dict[str, Any]:
     from sslray.loop import run
 
-    reporter = LocalReporter(cfg, run_dir, resolve_resume(cfg, run_dir), echo)
+    reporter = LocalReporter(cfg, run_dir, resume_from, echo, resume_state)
     run(cfg, reporter)
     return reporter.dir.summary(str(reporter.last_checkpoint) if reporter.last_checkpoint else None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sslray.train", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m sslray.train", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="YAML config (see sslray/recipes/)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=5")
-    parser.add_argument("--workers", type=int, help="Ray Train workers (0: no Ray); same as scale.workers=N")
+    parser.add_argument("--workers", type=int_at_least(0),
+                        help="Ray Train workers (0: no Ray); same as scale.workers=N")
     parser.add_argument("--address", help="Ray cluster address; same as scale.address=ADDR")
     args = parser.parse_intermixed_args(argv)  # overrides may follow options
     overrides = list(args.overrides)
@@ -81,18 +137,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, overrides)
+        check_device(cfg)
         cfg.train.run_name = run_name(cfg)  # fixed once, so a retried or resumed run keeps its folder
         run_dir = Path(cfg.train.output_dir) / cfg.train.run_name
         check_fresh(run_dir, cfg)
+        resume_from, resume_state = resume_checkpoint(cfg, run_dir)  # read once, checked before any work
         if cfg.scale.workers == 0:
-            summary = train_local(cfg, run_dir)
+            summary = train_local(cfg, run_dir, resume_from=resume_from, resume_state=resume_state)
         else:
             from sslray.ray_train import train_ray
 
+            del resume_state  # each worker reads train.resume itself
             summary = train_ray(cfg, run_dir)
     except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
     print(json.dumps(summary, indent=2))
     return 0 if summary["status"] in ("finished", "diverged") else 1
 

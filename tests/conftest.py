@@ -13,6 +13,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A seconds-long synthetic config dict (tiny CNN, tiny data)."""
+    return tiny_config(tmp_path)
+
+
+def tiny_config(tmp_path) -> dict:
+    """tiny_cfg's dict, for fixtures of a wider scope (they cannot use a function-scoped fixture)."""
     return {
         "data": {"source": "synthetic", "synthetic_train_size": 256, "synthetic_test_size": 128,
                  "synthetic_image_size": 16},

@@ -60,13 +60,58 @@ def test_asymmetric_preset_and_explicit_override():
     (["train.epochs=abc"], "train.epochs", "integer"),
     (["train.bogus=1"], "train", "batch_size"),
     (["bogus.x=1"], "config", "train"),
+    (["train=3"], "train", "a mapping of batch_size"),
+    (["train.num_threads=x"], "train.num_threads", "an integer or null"),
+    (["optim.lr=x"], "optim.lr", "a number"),
+    (["model.sync_batchnorm=2"], "model.sync_batchnorm", "true, false"),
+    (["views.view1.crop_scale=0.5"], "views.view1.crop_scale", "a list of 2 numbers"),
+    (["loss.params=3"], "loss.params", "a mapping of name: number"),
+    (["data.limit=10", "data.fraction=0.5"], "data.limit / data.fraction", "at most one"),
+    (["train.epochs"], "override 'train.epochs'", "key.sub=value"),
+    (["=3"], "override '=3'", "key.sub=value"),
+    (["train.epochs=[1"], "override 'train.epochs=[1'", "key.sub=value"),
+    (["train.epochs=3", "train.epochs.x=1"], "override train.epochs.x", "key.sub=value"),
+    (["views.view2=[1]"], "views.view2", "a mapping of blur_p"),
+    (["model.encoder=small_cnn", "views.size=8"], "views.size: 8 is too small for model.encoder=small_cnn", ">= 16"),
+    (["model.stem=imagenet", "views.size=16"], "views.size: 16 is too small for model.encoder=resnet18 with "
+                                                "model.stem=imagenet", ">= 17"),
+    (["train.resume=auto"], "train.resume: 'auto' needs train.run_name", "train.run_name=NAME"),
 ])
 def test_bad_values_name_the_field_and_allowed_values(overrides, field, allowed):
     with pytest.raises(ConfigError) as err:
         load_config(None, overrides)
     msg = str(err.value)
     assert field in msg and allowed in msg, msg
+    assert "; allowed: " in msg.split(field, 1)[1]  # <field>: <what is wrong>; allowed: <what is allowed>
     assert "\n" not in msg  # one clear line
+
+
+def test_smallest_views_and_resume_auto_that_are_fine():
+    assert load_config(None, ["model.encoder=small_cnn", "views.size=16"]).views.size == 16
+    assert load_config(None, ["model.stem=cifar", "views.size=8"]).views.size == 8  # the CIFAR stem's minimum is 5
+    assert load_config(None, ["views.size=96"]).model.stem == "auto"  # auto picks the ImageNet stem: >= 17
+    assert load_config(None, ["train.resume=auto", "train.run_name=r"]).train.resume == "auto"
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("folder", None, "is a folder; allowed: a YAML file"),
+    ("missing.yaml", "", "not found; allowed: a YAML file"),
+    ("bad.yaml", "train: epochs: 5\n", "not valid YAML (line 1, column 14: mapping values are not allowed here); "
+                                       "allowed: a mapping of sections"),
+    ("list.yaml", "- 1\n", "the top level is a list; allowed: a mapping of sections"),
+    ("binary.pt", b"PK\x03\x04\xff\xfe", "not a text file; allowed: a YAML file"),
+])
+def test_config_file_problems_name_the_file(tmp_path, name, content, problem):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"config file {path}: {problem}"), str(err.value)
 
 
 def test_bad_config_cli_exits_2_and_writes_nothing(tmp_path):
@@ -85,10 +130,23 @@ def test_local_paths_become_absolute_uris_and_auto_do_not(tmp_path, monkeypatch)
     from sslray.config import absolute_overrides
 
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(None, ["data.root=../d", "train.resume=auto", "scale.storage_path=s3://b/x",
-                             "data.cache_dir=~/c"])
+    cfg = load_config(None, ["data.root=../d", "train.resume=auto", "train.run_name=r",
+                             "scale.storage_path=s3://b/x", "data.cache_dir=~/c"])
     assert cfg.data.root == str(tmp_path.parent / "d") and cfg.train.output_dir == str(tmp_path / "runs")
     assert cfg.train.resume == "auto" and cfg.scale.storage_path == "s3://b/x"
     assert cfg.data.cache_dir == os.path.expanduser("~/c") and cfg.data.train_path is None
     assert absolute_overrides(["data.root=d", "optim.lr=0.3", "data.cache_dir=null", "train.output_dir=file:///o"]) == [
         f"data.root={tmp_path / 'd'}", "optim.lr=0.3", "data.cache_dir=null", "train.output_dir=file:///o"]
+
+
+@pytest.mark.parametrize("name, params, dim", [
+    ("simclr", {}, 8), ("vicreg", {"gamma": 1.0}, 8), ("vicreg", {"lam": "x"}, 8), ("tico", {}, None),
+    ("tico", {"beta": 2.0}, 8), ("barlow", {"lambda_bt": -1.0}, 8),
+])
+def test_build_loss_errors_say_what_is_allowed(name, params, dim):
+    """validate() reports them as ``loss.params: <message>``: the message carries the allowed part."""
+    from sslray.losses import build_loss
+
+    with pytest.raises(ValueError) as err:
+        build_loss(name, params, dim=dim)
+    assert "; allowed: " in str(err.value) and "\n" not in str(err.value), str(err.value)

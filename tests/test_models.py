@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sslray.models import Projector, SSLModel, build_encoder, projector_dims
+from sslray.models import Projector, SSLModel, build_encoder, min_input_size, projector_dims
 
 
 def test_cifar_stem_keeps_resolution_and_imagenet_stem_downsamples():
@@ -40,3 +40,46 @@ def test_ssl_model_separates_representation_and_embedding():
     h, z1, z2 = m(torch.randn(5, 3, 32, 32), torch.randn(5, 3, 32, 32))
     assert h.shape == (5, 32) and z1.shape == z2.shape == (5, 8)
     assert m.probe.in_features == 32 and m.probe.out_features == 10
+
+
+def _strided_inputs(enc, size):
+    """The encoder's output at ``size`` px and the side length every stride-2 layer receives."""
+    seen = []
+    strided = [m for m in enc.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d))
+               and m.stride in (2, (2, 2))]
+    handles = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[-1])) for m in strided]
+    try:
+        with torch.no_grad():
+            out = enc(torch.randn(2, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return out, seen
+
+
+@pytest.mark.parametrize("encoder, stem, below", [
+    ("small_cnn", "auto", "fails"),  # 15 px: the fourth 2x2 max-pool gets a 1 x 1 map
+    ("resnet18", "cifar", "degenerates"),  # never fails (padded convs): layer4 gets a 1 x 1 map
+    ("resnet18", "imagenet", "degenerates"),
+    ("resnet50", "cifar", "degenerates"),
+    ("resnet50", "imagenet", "degenerates"),
+])
+def test_min_input_size_is_the_real_minimum(encoder, stem, below):
+    n = min_input_size(encoder, stem, 32)
+    enc = build_encoder(encoder, stem, n, width=4).eval()
+    out, seen = _strided_inputs(enc, n)
+    assert out.shape == (2, enc.out_dim) and torch.isfinite(out).all()
+    assert len(seen) >= 4 and min(seen) >= 2  # every downsampling still has 2 x 2 to work on
+    if below == "fails":
+        with pytest.raises(RuntimeError):
+            _strided_inputs(enc, n - 1)
+    else:
+        out, seen = _strided_inputs(enc, n - 1)
+        assert out.shape == (2, enc.out_dim) and min(seen) == 1  # a stride-2 layer fed one pixel
+
+
+def test_min_input_size_values_and_auto_stem():
+    assert min_input_size("small_cnn") == 16
+    assert min_input_size("resnet18", "cifar") == 5  # below views.size's own floor of 8: never binding
+    assert min_input_size("resnet50", "imagenet") == 17
+    assert min_input_size("resnet18", "auto", 32) == 5 and min_input_size("resnet18", "auto", 96) == 17

@@ -95,10 +95,10 @@ def build_loss(name: str, params: dict[str, float] | None = None, dim: int | Non
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for loss {name!r}; allowed: {', '.join(allowed)}")
     for k, v in params.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{k}: expected a number, got {v!r}")
+            raise ValueError(f"{k}: {v!r} is not a number; allowed: a number")
     if "dim" in inspect.signature(LOSSES[name].__init__).parameters:
         if dim is None:
-            raise ValueError(f"loss {name!r} needs the embedding width (dim)")
+            raise ValueError(f"loss {name!r} needs the embedding width; allowed: build_loss({name!r}, params, dim=D)")
         params["dim"] = dim
     return LOSSES[name](**params)
 
