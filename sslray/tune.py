@@ -9,17 +9,17 @@ Overrides apply to every trial's config, e.g. ``data.root=/data``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
+from sslray.cli import ArgumentParser
 from sslray.config import absolute_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sslray.tune", description=__doc__.split("\n")[0])
+    ap = ArgumentParser(prog="python -m sslray.tune", description=__doc__.split("\n")[0])
     ap.add_argument("search_space", help="a search-space YAML (see search_spaces/)")
     ap.add_argument("overrides", nargs="*", help="key.sub=value applied to every trial, e.g. data.root=/data")
     ap.add_argument("--name", help="experiment name (default: the file's stem)")

@@ -57,7 +57,8 @@ def test_plan_uses_the_overrides_and_refuses_a_grace_period_beyond_them(tmp_path
 
 
 @pytest.mark.parametrize("case", ["resume-nothing", "output-file", "folder-space", "loss-choice-without-when",
-                                  "override-searched", "bad-name", "bad-num-cpus", "when-unknown", "point-inactive"])
+                                  "override-searched", "bad-name", "bad-num-cpus", "when-unknown", "point-inactive",
+                                  "unknown-flag", "num-cpus-not-a-number", "bad-yaml"])
 def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, case):
     path, doc = _space(tmp_path)
     out = tmp_path / "exp"
@@ -95,7 +96,15 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, case):
                                                  "when": {"loss.name": "vicreg_tico"}}}
         search["optuna"]["points_to_evaluate"] = [{"loss.name": "vicreg", "loss.params.beta": 0.9}]
         needles = ["points_to_evaluate[0]: must set exactly", "allowed: loss.name"]
-    path.write_text(yaml.safe_dump(doc))
+    elif case == "unknown-flag":
+        args += ["--gpus", "2"]
+        needles = ["--gpus 2: unknown argument(s)"]
+    elif case == "num-cpus-not-a-number":
+        args += ["--num-cpus", "many"]
+        needles = ["--num-cpus: 'many' is not a number"]
+    path.write_text(yaml.safe_dump(doc) + ("search: [unclosed\n" if case == "bad-yaml" else ""))
+    if case == "bad-yaml":
+        needles = ["not valid YAML"]
     proc = _tune(*args)
     _one_line_error(proc, *needles)
     assert not out.exists() or out.is_file()

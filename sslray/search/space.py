@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from sslray.config import Config, ConfigError, load_config
+from sslray.config import Config, ConfigError, load_config, yaml_problem
 
 METRICS = ("knn_top1", "probe_top1", "rankme")
 DISTS = ("loguniform", "uniform", "int", "choice")
@@ -281,7 +281,7 @@ def _read_yaml(path: Path, what: str) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())}); allowed: a YAML mapping") from None
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)}); allowed: a YAML mapping") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{what} {path}: cannot be read ({e}); allowed: a readable YAML file") from None
     if not isinstance(raw, dict):
