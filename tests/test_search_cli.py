@@ -244,3 +244,24 @@ def test_sigterm_marks_runs_killed_and_resume_continues_the_same_study(tmp_path)
         assert sorted(t.intermediate_values) == [1, 2, 3]
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["outcomes"] == {"finished": 2}
+
+
+def test_an_autoscaling_cluster_is_waited_for_unless_it_can_never_add_the_resource(monkeypatch):
+    """On a cluster whose autoscaler can add GPU nodes, a GPU run waits (and says so); where even
+    the autoscaler has no GPU node type, it fails like a fixed cluster."""
+    import ray
+
+    from sslray import resources
+    from sslray.config import ScaleConfig
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 8.0}}])  # a CPU head only
+    said = []
+    monkeypatch.setattr(resources, "autoscaler_max", lambda: {"CPU": 72.0, "GPU": 8.0})
+    resources.check_cluster(ScaleConfig(workers=1, use_gpu=True), log=said.append)
+    assert said and said[0].startswith("waiting for the autoscaler to add nodes: scale.use_gpu:")
+    monkeypatch.setattr(resources, "autoscaler_max", lambda: {"CPU": 72.0})
+    with pytest.raises(ConfigError, match="no GPU node type either"):
+        resources.check_cluster(ScaleConfig(workers=1, use_gpu=True), log=said.append)
+    monkeypatch.setattr(resources, "autoscaler_max", lambda: None)  # no autoscaler: final
+    with pytest.raises(ConfigError, match=r"^scale.use_gpu: .*allowed: scale.use_gpu=false"):
+        resources.check_cluster(ScaleConfig(workers=1, use_gpu=True))
