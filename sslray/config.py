@@ -190,7 +190,7 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
     elif isinstance(source, dict):
         raw = copy.deepcopy(source)
     else:
-        raw = _read_yaml(Path(source))
+        raw = read_yaml(Path(source))
     for item in overrides or []:
         key, value = _parse_override(item)
         _set_path(raw, key.split("."), value)
@@ -202,9 +202,9 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
 SECTIONS = "a mapping of sections data, views, model, loss, optim, train, eval, scale"
 
 
-def _read_yaml(path: Path) -> dict:
-    """A config file's mapping; anything else is one ConfigError naming the file."""
-    where = f"config file {path}"
+def read_yaml(path: Path, what: str = "config file", mapping: str = SECTIONS) -> dict:
+    """A YAML file's top-level mapping; anything else is one ConfigError naming the file."""
+    where = f"{what} {path}"
     if path.is_dir():
         raise ConfigError(f"{where}: is a folder; allowed: a YAML file")
     if not path.exists():
@@ -212,13 +212,13 @@ def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML ({yaml_problem(e)}); allowed: {SECTIONS}") from None
+        raise ConfigError(f"{where}: not valid YAML ({yaml_problem(e)}); allowed: {mapping}") from None
     except UnicodeDecodeError:  # e.g. a checkpoint passed where the config goes
         raise ConfigError(f"{where}: not a text file; allowed: a YAML file") from None
     except OSError as e:
         raise ConfigError(f"{where}: cannot be read ({e.strerror}); allowed: a readable YAML file") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: the top level is a {type(raw).__name__}; allowed: {SECTIONS}")
+        raise ConfigError(f"{where}: the top level is a {type(raw).__name__}; allowed: {mapping}")
     return raw
 
 

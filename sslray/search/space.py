@@ -47,9 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sslray.config import Config, ConfigError, load_config, yaml_problem
+from sslray.config import Config, ConfigError, load_config, read_yaml
 
 METRICS = ("knn_top1", "probe_top1", "rankme")
 DISTS = ("loguniform", "uniform", "int", "choice")
@@ -273,33 +271,17 @@ def _dataclass_from(cls, raw: Any, where: str):
     return cls(**raw)
 
 
-def _read_yaml(path: Path, what: str) -> dict:
-    if path.is_dir():
-        raise ConfigError(f"{what} {path}: is a folder; allowed: a YAML file")
-    if not path.is_file():
-        raise ConfigError(f"{what} {path}: not found; allowed: an existing YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)}); allowed: a YAML mapping") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{what} {path}: cannot be read ({e}); allowed: a readable YAML file") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level is a {type(raw).__name__}; allowed: a mapping of sections")
-    return raw
-
-
 def load_search_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
     """Load, resolve (base file + ``config`` + command-line ``overrides``) and validate a search space."""
     path = Path(path)
-    raw = _read_yaml(path, "search-space file")
+    raw = read_yaml(path, "search-space file", "a mapping with base, config and search")
     text = path.read_text()
     unknown = sorted(set(raw) - {"base", "config", "search"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; allowed: base, config, search")
     base: dict = {}
     if raw.get("base"):
-        base = _read_yaml((path.parent / str(raw["base"])).resolve(), "base:")
+        base = read_yaml((path.parent / str(raw["base"])).resolve(), "base:")
     base = _deep_merge(base, raw.get("config") or {})
     base_cfg = load_config(base, overrides)  # the resolved base must itself be a valid run
     base = base_cfg.to_dict()
