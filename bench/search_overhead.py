@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _search(space, out: Path, name: str, overrides: list[str]) -> tuple[dict, float]:
+def _search(space, out: Path, name: str) -> tuple[dict, float]:
     from sslray.search.run import run_search
 
     t0 = time.perf_counter()
-    summary = run_search(space, str(out), name, overrides=overrides)  # local Ray: cores + 1 logical CPUs
+    summary = run_search(space, str(out), name)  # local Ray: cores + 1 logical CPUs
     return summary, time.perf_counter() - t0
 
 
@@ -42,12 +42,12 @@ def tune_overhead(root: str) -> None:
     from sslray.search.space import ParamSpec, load_search_space
 
     out = Path(tempfile.mkdtemp(prefix="sslray-bench-"))
-    space = load_search_space(ROOT / "search_spaces/quickstart.yaml")
+    space = load_search_space(ROOT / "search_spaces/quickstart.yaml", [f"data.root={os.path.abspath(root)}"])
     space.params = [ParamSpec("optim.lr", "choice", values=[0.3])]  # four identical trials
     space.num_trials, space.max_concurrent = 4, 2
     space.asha = dataclasses.replace(space.asha, grace_period=space.max_epochs)  # nobody stopped early
     space.optuna = dataclasses.replace(space.optuna, points_to_evaluate=[])
-    overrides = [f"data.root={root}"]
+    overrides: list[str] = []  # data.root is in the resolved space
     ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1)  # as run_search starts it
     plain = []
     for k in range(2):
@@ -68,7 +68,7 @@ def tune_overhead(root: str) -> None:
                                        ray.get_runtime_context().gcs_address], stdout=subprocess.DEVNULL))
     assert all(p.wait() == 0 for p in procs)
     side = time.perf_counter() - t0
-    summary, tuned = _search(space, out, "tune4", overrides)
+    summary, tuned = _search(space, out, "tune4")
     print(f"{'':<48}{'wall s':>10}")
     print(f"{'2 plain Ray Train runs, one after the other':<48}{sum(plain):>10.1f}")
     print(f"{'2 plain Ray Train runs at the same time':<48}{side:>10.1f}   (x2 = the 4 runs' work: {2 * side:.1f})")
@@ -81,12 +81,12 @@ def asha_vs_full(root: str) -> None:
     from sslray.search.space import load_search_space
 
     out = Path(tempfile.mkdtemp(prefix="sslray-bench-"))
-    space = load_search_space(ROOT / "search_spaces/quickstart.yaml")
+    space = load_search_space(ROOT / "search_spaces/quickstart.yaml", [f"data.root={os.path.abspath(root)}"])
     full = copy.deepcopy(space)
     full.asha = dataclasses.replace(full.asha, grace_period=full.max_epochs)
     rows = []
     for label, sp, name in (("ASHA", space, "asha"), ("every trial to the end", full, "full")):
-        summary, wall = _search(sp, out, name, [f"data.root={root}"])
+        summary, wall = _search(sp, out, name)
         epochs = sum(r["epochs"] or 0 for r in summary["table"])
         best = summary["best"][space.metric] if summary["best"] else float("nan")
         rows.append((label, epochs, best, wall, summary["outcomes"]))
