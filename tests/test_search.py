@@ -429,3 +429,36 @@ def test_unusable_storage_fails_before_anything_starts(tmp_path):
                            "--output", str(tmp_path / "exp")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --storage: nosuchfs://b/x is not usable")
     assert "Traceback" not in proc.stderr and not (tmp_path / "exp").exists()
+
+
+def test_searcher_restored_from_before_a_trial_was_told_does_not_tell_it_again(tmp_path):
+    """The crash window of a killed driver: Optuna heard a trial's end, Tune's experiment checkpoint
+    (the searcher's pickled state) did not. On resume, Tune completes that trial again; the searcher
+    must keep the first verdict and not raise UpdateFinishedTrialError (which Tune turns into a
+    failed search)."""
+    import pickle
+
+    from sslray.search.run import optuna_storage
+    from sslray.search.study import TruthfulOptunaSearch
+
+    path, _ = _space(tmp_path)
+    space = load_search_space(path)
+    searcher = TruthfulOptunaSearch(space, storage=optuna_storage(tmp_path, "s", fresh=True), study_name="s")
+    searcher.set_search_properties(space.metric, space.mode, {})
+    assert searcher.suggest("t1") is not None
+    for epoch, score in ((1, 0.2), (2, 0.3)):
+        searcher.on_trial_result("t1", {"epoch": epoch, space.metric: score})
+    saved = pickle.dumps(searcher)  # Tune's last experiment checkpoint before the crash
+    final = {"epoch": 3, space.metric: 0.35, "rankme": 10.0, "emb_std_ratio": 0.9}
+    searcher.on_trial_result("t1", final)
+    final = {"epoch": 4, space.metric: 0.4, "rankme": 10.0, "emb_std_ratio": 0.9}
+    searcher.on_trial_complete("t1", result=final)
+
+    restored = pickle.loads(saved)  # what Tuner.restore hands back
+    restored.on_trial_result("t1", final)  # a resumed trial re-reports its last epoch
+    restored.on_trial_complete("t1", result=final)
+    restored.on_trial_complete("t1", error=True)  # and Tune may end it once more
+    (trial,) = [t for t in _study(tmp_path, "s").trials if t.state.name != "WAITING"]  # others: points_to_evaluate
+    assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(0.4)
+    assert trial.intermediate_values == {1: 0.2, 2: 0.3, 3: 0.35, 4: 0.4}
+    assert trial.user_attrs["outcome"] == "finished"

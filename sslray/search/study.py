@@ -82,15 +82,28 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].report(float(value), int(epoch))
             self._reported[trial_id] = int(epoch)
 
+    def _told(self, trial_id: str) -> bool:
+        """Whether Optuna already has this trial's verdict. After a driver crash, Tune restores this
+        searcher as it was at its last experiment checkpoint, so a trial told to Optuna just before
+        the crash comes back with results and a completion: Optuna keeps its first verdict (it
+        refuses updates to a finished trial). One SQLite read per result."""
+        if trial_id in self._completed_trials:
+            return True
+        ot_trial = self._ot_trials[trial_id]
+        if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            self._completed_trials.add(trial_id)
+            return True
+        return False
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+        if trial_id in self._ot_trials and not self._told(trial_id):
             self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         from optuna.trial import TrialState
 
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials:
+        if ot_trial is None or self._told(trial_id):
             return
         self._report(trial_id, result)  # the result that made ASHA or the stopper end it
         outcome, reason = trial_outcome(self.search_space, result, error)
@@ -103,7 +116,5 @@ class TruthfulOptunaSearch(OptunaSearch):
             state, value = TrialState.PRUNED, None
         else:
             state, value = TrialState.FAIL, None
-        # after a driver crash, a trial told before the crash may be completed again: tell once
-        if not self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
-            self._ot_study.tell(ot_trial, value, state=state)
+        self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
