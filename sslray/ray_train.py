@@ -109,12 +109,9 @@ def ray_is_initialized() -> bool:
 
 
 def init_ray(address: str | None) -> None:
-    import ray
+    from sslray.resources import start_ray
 
-    if ray.is_initialized():
-        return
-    # "local" unless told otherwise: a stale /tmp/ray/ray_current_cluster must not make us join a dead cluster.
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)
+    start_ray(address, log_to_driver=True)
 
 
 def build_trainer(cfg: Config, storage: str, extra_callbacks: list | None = None):

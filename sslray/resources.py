@@ -9,6 +9,7 @@ says so in the log.
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable
 
 from sslray.config import ConfigError, ScaleConfig
@@ -102,3 +103,37 @@ def check_cluster(s: ScaleConfig, log: Callable[[str], None] = print) -> None:
     if s.use_gpu and not most.get("GPU"):
         raise ConfigError(f"{problem} (its autoscaler has no GPU node type either)")
     log(f"waiting for the autoscaler to add nodes: {problem.split(';')[0]}")
+
+
+def start_ray(address: str | None, num_cpus: float | None = None, **kwargs) -> None:
+    """``ray.init``: a new local Ray unless an address (or $RAY_ADDRESS) names a cluster.
+
+    A local Ray gets its GCS port chosen here and exported as $RAY_ADDRESS before it starts, so its
+    processes inherit it. Ray Train's controller actors ask the state API "is this actor alive?"
+    with no address; without $RAY_ADDRESS that means "auto", which fails with "Found multiple
+    active Ray instances" as soon as a second local Ray runs on the machine (two searches, a
+    search and a test suite), and the trial then times out waiting for its workers."""
+    import socket
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    # "local" unless told otherwise: a stale /tmp/ray/ray_current_cluster must not make us join a dead cluster.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        from ray._private.services import get_node_ip_address
+
+        with socket.socket() as s:  # a free port; the tiny window until the GCS binds it is accepted
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        before = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        os.environ["RAY_ADDRESS"] = f"{get_node_ip_address()}:{port}"
+        try:  # the raylet copies this environment now, and hands it to every worker it starts
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        finally:  # this process may start another local Ray later: leave its environment as it was
+            for k, v in before.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        return
+    ray.init(address=address, num_cpus=num_cpus, **kwargs)

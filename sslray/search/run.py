@@ -98,10 +98,13 @@ class Interrupted:
 
 def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
                tracking_uri: str | None = None, registered_model: str | None = None, address: str | None = None,
-               num_cpus: float | None = None, trial_cpus: float = 0.1, storage: str | None = None) -> dict[str, Any]:
+               num_cpus: float | None = None, trial_cpus: float = 0.1, storage: str | None = None,
+               experiment: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
     """Run (or continue) the search; returns the summary also written to summary.json. Raises
     ConfigError before anything is written if the cluster can never run a trial, or if a resumed
-    search's resolved space differs from the one it started with."""
+    search's resolved space differs from the one it started with. ``experiment`` and
+    ``parent_run_id`` nest the search's MLflow run under another (an arm of a comparison); by
+    default it is the parent run of its own experiment ``name``."""
     import os
 
     import mlflow
@@ -109,7 +112,7 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from sslray.resources import check_cluster, check_local
+    from sslray.resources import check_cluster, check_local, start_ray
     from sslray.search.study import TruthfulOptunaSearch
     from sslray.search.tracking import MLflowTrials
 
@@ -129,7 +132,7 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
                 # with exactly one logical CPU per core, max_concurrent one-CPU trials would not fit
                 # and run one after another. One extra logical CPU covers the (sleeping) trial drivers.
                 num_cpus = (os.cpu_count() or 1) + max(1, math.ceil(space.max_concurrent * trial_cpus))
-        ray.init(address=address, num_cpus=num_cpus)
+        start_ray(address, num_cpus)
     check_cluster(scale)  # before anything is written
 
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -137,16 +140,15 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp_dir / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.tracking.MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(name)
-    exp_id = experiment.experiment_id if experiment else client.create_experiment(
-        name, artifact_location=(exp_dir / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite") else None)
-    parents = client.search_runs([exp_id], filter_string="tags.`sslray.role` = 'search'")
+    exp_id = mlflow_experiment(client, experiment or name, exp_dir, tracking_uri)
+    parents = client.search_runs([exp_id], filter_string=f"tags.`sslray.role` = 'search' and tags.`sslray.search` = '{name}'")
     if resume and parents:
         parent_id = parents[0].info.run_id
         client.update_run(parent_id, status="RUNNING")
     else:
+        nested = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
         parent = client.create_run(exp_id, run_name=f"search-{name}", tags={
-            "sslray.role": "search", "sslray.overrides": " ".join(space.overrides)})
+            "sslray.role": "search", "sslray.search": name, "sslray.overrides": " ".join(space.overrides), **nested})
         parent_id = parent.info.run_id
         client.log_text(parent_id, space.text, "search_space.yaml")
         client.log_dict(parent_id, space.base, "base_config.json")
@@ -177,6 +179,15 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     if results is None or len(ended) < space.num_trials:
         return _interrupted(client, exp_id, parent_id, exp_dir, space, len(ended), interrupted.signal, time.time() - t0)
     return _finish(space, results, exp_dir, ray_root, client, parent_id, registered_model, time.time() - t0)
+
+
+def mlflow_experiment(client, name: str, exp_dir: Path, tracking_uri: str) -> str:
+    """The MLflow experiment's id, created if missing (artifacts next to a SQLite store)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment:
+        return experiment.experiment_id
+    return client.create_experiment(
+        name, artifact_location=(exp_dir / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite") else None)
 
 
 def check_resumable(exp_dir: Path, space: SearchSpace, resume: bool) -> None:

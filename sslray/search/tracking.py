@@ -55,17 +55,21 @@ class MLflowTrials(Callback):
             if found[0].info.status == "KILLED":  # interrupted with the search; running again
                 client.update_run(run_id, status="RUNNING")
         else:
-            from sslray.search.run import trial_config
-
-            run = client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}",
-                                    tags={"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial.trial_id})
+            run_name, parent, config, tags = self.record(trial)
+            run = client.create_run(self.experiment_id, run_name=run_name,
+                                    tags={"mlflow.parentRunId": parent, TRIAL_TAG: trial.trial_id, **tags})
             run_id = run.info.run_id
-            # exactly the config the trial runs: resolved space + sampled values + the search's settings
-            params = flatten(trial_config(self.space, trial.config, self.trials_dir, trial.trial_id).to_dict())
-            client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
-            client.set_tag(run_id, "sslray.searched", ", ".join(trial.config))
+            client.log_batch(run_id, params=[_param(k, v) for k, v in flatten(config.to_dict()).items()])
         self.run_ids[trial.trial_id] = run_id
         return run_id
+
+    def record(self, trial) -> tuple[str, str, Any, dict[str, str]]:
+        """(run name, parent run id, the exact config the trial runs, extra tags) of a new run."""
+        from sslray.search.run import trial_config
+
+        # exactly the config the trial runs: resolved space + sampled values + the search's settings
+        config = trial_config(self.space, trial.config, self.trials_dir, trial.trial_id)
+        return f"trial-{trial.trial_id}", self.parent_run_id, config, {"sslray.searched": ", ".join(trial.config)}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._run_id(trial)

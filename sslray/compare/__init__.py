@@ -1,0 +1,1 @@
+"""Equal-budget comparison of recipes with seeded finals and intervals (``python -m sslray.compare``)."""
