@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if result["status"] == "failed":
+        print(format_answer(result))
+        print(f"error: {result['error']}; continue with the same command and --resume", file=sys.stderr)
+        return 1
     if result["status"] != "finished":
         print(f"\ncomparison interrupted after {result['wall_time_s']:.0f} s; continue it with the same command "
               "and --resume", file=sys.stderr)

@@ -50,7 +50,7 @@ class FinalTrainable:
         train_s = time.time() - t0
         ev = evaluate_checkpoint(str(ckpt), FULL_TEST)
         ray.tune.report({"final": 1, "epoch": ev["epoch"], "final_knn_top1": ev["knn_top1"],
-                         "final_probe_top1": ev["probe_top1"], "final_rankme": ev.get("rankme"),
+                         "final_probe_top1": ev["probe_test_top1"], "final_rankme": ev.get("rankme"),
                          "test_images": ev["test_images"], "train_s": train_s, "wall_s": time.time() - t0,
                          "final_checkpoint": str(ckpt)})
 

@@ -100,8 +100,12 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
             if summary["status"] != "finished":
                 return _stop(result, exp_dir, client, parent_id, summary.get("signal"), t0)
         summary = json.loads(summary_file.read_text())
-        if summary["best"] is None:
-            raise RuntimeError(f"arm {arm}: no trial of its search has a finite {space.metric}; nothing to retrain")
+        if summary["best"] is None:  # every trial diverged or failed: recorded, and nothing to retrain
+            result["error"] = f"arm {arm}: no trial of its search has a finite {space.metric} and a checkpoint"
+            result.update(status="failed", wall_time_s=round(time.time() - t0, 1))
+            _write(result, exp_dir)
+            client.set_terminated(parent_id, "FAILED")
+            return result
         result["arms"].append(arm_record(arm, space, summary, spec["arms"][arm]))
     _write(result, exp_dir)
 
@@ -115,12 +119,17 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
     if grid is None:
         return _stop(result, exp_dir, client, parent_id, 15, t0)
     add_finals(result, grid, client, exp_id, parent_id)
-    result["status"] = "finished"
+    short = [a["name"] for a in result["arms"] if not a["summary"]]
+    # fewer than 2 good finals in an arm: no interval, so no answer; --resume retrains the failed ones
+    result["status"] = "failed" if short else "finished"
+    if short:
+        result["error"] = (f"arm(s) {', '.join(short)}: fewer than 2 finals trained and evaluated; the errors are "
+                           "in compare.json (arms[].finals[].error) and the MLflow runs tagged sslray.role=final")
     result["wall_time_s"] = round(time.time() - t0, 1)
     _log_answer(client, parent_id, result)
     _write(result, exp_dir)
     client.log_dict(parent_id, result, "compare.json")
-    client.set_terminated(parent_id, "FINISHED")
+    client.set_terminated(parent_id, "FAILED" if short else "FINISHED")
     return result
 
 
