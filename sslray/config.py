@@ -87,7 +87,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     name: str = "vicreg"
-    params: dict[str, float] = field(default_factory=dict)  # paper-named; see sslray.losses
+    params: dict[str, float | bool] = field(default_factory=dict)  # paper-named; see sslray.losses
 
 
 @dataclass
@@ -336,6 +336,13 @@ def _coerce(tp: Any, value: Any, name: str, nullable: bool = False) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) == 2 and bool in inner:  # float | bool (loss parameters): the loss checks which each is
+            if isinstance(value, bool):
+                return value
+            try:
+                return _coerce(inner[0], value, name)
+            except ConfigError:
+                raise _wrong(name, value, "a number or true/false", nullable) from None
         return _coerce(inner[0], value, name, nullable=type(None) in args)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -344,7 +351,8 @@ def _coerce(tp: Any, value: Any, name: str, nullable: bool = False) -> Any:
         return tuple(_coerce(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise _wrong(name, value, "a mapping of name: number" if args[1] is float else "a mapping", nullable)
+            kind = {float: "a mapping of name: number", float | bool: "a mapping of name: number or true/false"}
+            raise _wrong(name, value, kind.get(args[1], "a mapping"), nullable)
         return {str(k): _coerce(args[1], v, f"{name}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):

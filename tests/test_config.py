@@ -47,6 +47,12 @@ def test_asymmetric_preset_and_explicit_override():
     (["loss.name=vicreg_tico", "loss.params.beta=-0.1"], "beta", "[0, 1)"),
     (["loss.params.lam=-1"], "lam", ">= 0"),
     (["loss.params.gamma=3"], "gamma", "lam"),
+    (["loss.name=vicreg_tico", "loss.params.nu=0.01", "loss.params.center=1"], "center: 1.0 is not true or false",
+     "true, false"),
+    (["loss.name=vicreg_tico", "loss.params.nu=0.01", "loss.params.offdiag=[1]"], "loss.params.offdiag",
+     "a number or true/false"),
+    (["loss.params.lam=true"], "lam: True is not a number", "a number"),
+    (["loss.name=vicreg_tico"], "nu: None (VICReg-TiCo has no default nu", "near 1/dim = 0.000488"),
     (["loss.name=simclr2"], "loss.name", "vicreg"),
     (["model.encoder=vgg"], "model.encoder", "resnet18"),
     (["model.projector=12-x"], "model.projector", "2048-2048-2048"),
@@ -84,6 +90,14 @@ def test_bad_values_name_the_field_and_allowed_values(overrides, field, allowed)
     assert field in msg and allowed in msg, msg
     assert "; allowed: " in msg.split(field, 1)[1]  # <field>: <what is wrong>; allowed: <what is allowed>
     assert "\n" not in msg  # one clear line
+
+
+def test_loss_switches_are_booleans_from_yaml_and_overrides():
+    cfg = load_config({"loss": {"name": "vicreg_tico", "params": {"nu": 0.01, "center": True}}},
+                      ["loss.params.symmetric=true", "loss.params.offdiag=false"])
+    assert cfg.loss.params == {"nu": 0.01, "center": True, "symmetric": True, "offdiag": False}
+    assert all(type(cfg.loss.params[k]) is bool for k in ("center", "symmetric", "offdiag"))
+    assert load_config(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg  # the run's config.yaml
 
 
 def test_smallest_views_and_resume_auto_that_are_fine():
@@ -142,6 +156,7 @@ def test_local_paths_become_absolute_uris_and_auto_do_not(tmp_path, monkeypatch)
 @pytest.mark.parametrize("name, params, dim", [
     ("simclr", {}, 8), ("vicreg", {"gamma": 1.0}, 8), ("vicreg", {"lam": "x"}, 8), ("tico", {}, None),
     ("tico", {"beta": 2.0}, 8), ("barlow", {"lambda_bt": -1.0}, 8),
+    ("vicreg_tico", {}, 8), ("vicreg_tico", {"nu": 0.1, "symmetric": 0}, 8),
 ])
 def test_build_loss_errors_say_what_is_allowed(name, params, dim):
     """validate() reports them as ``loss.params: <message>``: the message carries the allowed part."""

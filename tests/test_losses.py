@@ -1,10 +1,13 @@
 """Each loss against an independent, loop-based reference of the paper formula."""
+import io
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from sslray.losses import LOSSES, build_loss, loss_params
+from sslray.losses.vicreg_tico import VICRegTiCoLoss
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -14,6 +17,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# VICReg-TiCo's nu has no default; 1.0 is the value these generic tests always ran with
+NEEDS = {"vicreg_tico": {"nu": 1.0}}
 
 
 def _z(n=12, d=6, seed=0):
@@ -140,7 +147,7 @@ def test_loss_decreases_under_gradient_steps(name):
     x2 = x1 + 0.3 * torch.randn(64, 16)
     proj = torch.nn.Linear(16, 8)
     # beta = 0 makes the running covariance the current batch's: a stationary objective to descend
-    loss = build_loss(name, {"beta": 0.0} if "beta" in loss_params(name) else {}, dim=8)
+    loss = build_loss(name, {**NEEDS.get(name, {}), **({"beta": 0.0} if "beta" in loss_params(name) else {})}, dim=8)
     opt = torch.optim.SGD(proj.parameters(), lr=0.01 if name in ("vicreg", "vicreg_tico") else 0.1)
     losses = []
     for _ in range(30):
@@ -154,7 +161,7 @@ def test_loss_decreases_under_gradient_steps(name):
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_bad_shapes_and_batch_of_one_raise(name):
-    loss = build_loss(name, {}, dim=8)
+    loss = build_loss(name, NEEDS.get(name, {}), dim=8)
     with pytest.raises(ValueError, match="2-D"):
         loss(torch.randn(4, 8, 1), torch.randn(4, 8, 1))
     with pytest.raises(ValueError, match="differ in shape"):
@@ -166,7 +173,7 @@ def test_bad_shapes_and_batch_of_one_raise(name):
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_collapsed_input_gives_finite_gradients(name):
     z = torch.ones(8, 8, requires_grad=True)
-    out = build_loss(name, {}, dim=8)(z, z)
+    out = build_loss(name, NEEDS.get(name, {}), dim=8)(z, z)
     out.total.backward()
     assert math.isfinite(out.total.item()) and torch.isfinite(z.grad).all()
 
@@ -183,13 +190,16 @@ def test_build_loss_errors_name_parameter_and_allowed_values():
     assert loss_params("tico") == {"beta": 0.9, "rho": 8.0}
     assert loss_params("vicreg") == {"lam": 25.0, "mu": 25.0, "nu": 1.0, "eps": 1e-4}
     assert loss_params("barlow") == {"lambda_bt": 5e-3}
+    assert loss_params("vicreg_tico") == {"lam": 25.0, "mu": 25.0, "nu": None, "beta": 0.9, "eps": 1e-4,
+                                          "center": False, "offdiag": False, "symmetric": False,
+                                          "bias_correction": False}
 
 
 @pytest.mark.parametrize("name", ["tico", "vicreg_tico"])
 def test_running_covariance_is_a_buffer_updated_only_in_training(name):
     z1, z2 = _z(seed=6)
     z1, z2 = z1.float(), z2.float()
-    loss = build_loss(name, {"beta": 0.9}, dim=6)
+    loss = build_loss(name, {**NEEDS.get(name, {}), "beta": 0.9}, dim=6)
     assert "C" in loss.state_dict() and torch.count_nonzero(loss.C) == 0
     loss(z1, z2)
     zn = torch.nn.functional.normalize(z1, dim=1) if name == "tico" else z1
@@ -198,7 +208,7 @@ def test_running_covariance_is_a_buffer_updated_only_in_training(name):
     loss.eval()
     loss(z2, z1)
     assert torch.equal(loss.C, after_train)  # eval: used, not updated
-    fresh = build_loss(name, {"beta": 0.9}, dim=6)
+    fresh = build_loss(name, {**NEEDS.get(name, {}), "beta": 0.9}, dim=6)
     fresh.load_state_dict(loss.state_dict())
     assert torch.equal(fresh.C, after_train)
 
@@ -206,7 +216,7 @@ def test_running_covariance_is_a_buffer_updated_only_in_training(name):
 @pytest.mark.parametrize("name", ["tico", "vicreg_tico"])
 def test_eval_mode_uses_the_stored_C(name):
     z1, z2 = _z(seed=7)
-    loss = build_loss(name, {}, dim=6).double()
+    loss = build_loss(name, NEEDS.get(name, {}), dim=6).double()
     loss(z1, z2)
     loss.eval()
     z3, z4 = _z(seed=8)
@@ -219,7 +229,7 @@ def test_running_covariance_is_detached(name):
     """With beta = 0, C = B(z1); were B not detached, d cov / d z1 would gain a second term through C."""
     torch.manual_seed(0)
     z = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
-    loss = build_loss(name, {"beta": 0.0}, dim=4).double()
+    loss = build_loss(name, {**NEEDS.get(name, {}), "beta": 0.0}, dim=4).double()
     loss(z, torch.randn(8, 4, dtype=torch.float64)).terms["cov"].backward()
     assert not loss.C.requires_grad and torch.count_nonzero(loss.C) > 0
     # expected: the gradient with C frozen as a constant, computed by hand
@@ -243,7 +253,7 @@ def test_running_covariance_is_detached(name):
 
 @pytest.mark.parametrize("name", ["tico", "vicreg_tico"])
 def test_running_covariance_needs_matching_width(name):
-    loss = build_loss(name, {}, dim=8)
+    loss = build_loss(name, NEEDS.get(name, {}), dim=8)
     with pytest.raises(ValueError, match="width 6 does not match the loss's dim 8"):
         loss(torch.randn(4, 6), torch.randn(4, 6))
 
@@ -263,3 +273,222 @@ def test_non_finite_and_boundary_values_are_rejected(params):
 def test_dim_must_be_positive():
     with pytest.raises(ValueError, match="dim: 0 is out of range"):
         build_loss("tico", {}, dim=0)
+
+
+# ------------------------------------------------------- VICReg-TiCo's parts: center, offdiag, symmetric, bias_correction
+
+def ref_hybrid(batches, beta, center=False, offdiag=False, symmetric=False, bias_correction=False):
+    """Per step (cov term, C, M): the module docstring's formulas in plain numpy, one process."""
+    d = batches[0][0].shape[1]
+    C = np.zeros((d, d))
+    out = []
+    for t, (z1, z2) in enumerate(batches, start=1):
+        views = [z1, z2] if symmetric else [z1]
+        if center:
+            views = [v - v.mean(axis=0) for v in views]
+        B = sum(v.T @ v / v.shape[0] for v in views) / len(views)
+        C = beta * C + (1 - beta) * B
+        M = C / (1 - beta ** t) if bias_correction else C.copy()
+        if offdiag:
+            M = M - np.diag(np.diag(M))
+        cov = np.mean([np.mean([v[i] @ M @ v[i] for i in range(v.shape[0])]) for v in views])
+        out.append((float(cov), C.copy(), M))
+    return out
+
+
+def _batches(seeds=(51, 52, 53), shift=0.7):
+    """Three steps of (z1, z2), float64, with a non-zero mean so that centring matters."""
+    return [tuple(z + shift for z in _z(seed=s)) for s in seeds]
+
+
+HYBRID_CASES = [{}, {"center": True}, {"offdiag": True}, {"symmetric": True}, {"bias_correction": True},
+                {"center": True, "offdiag": True, "symmetric": True, "bias_correction": True}]
+
+
+@pytest.mark.parametrize("beta", [0.6, 0.0])
+@pytest.mark.parametrize("switches", HYBRID_CASES, ids=lambda s: "+".join(s) or "defaults")
+def test_vicreg_tico_parts_match_reference_over_three_steps(switches, beta):
+    batches = _batches()
+    loss = build_loss("vicreg_tico", {"lam": 2.0, "mu": 3.0, "nu": 0.5, "beta": beta, **switches}, dim=6).double()
+    ref = ref_hybrid([(a.numpy(), b.numpy()) for a, b in batches], beta, **switches)
+    for step, ((z1, z2), (cov, C, _)) in enumerate(zip(batches, ref), start=1):
+        out = loss(z1, z2)
+        _, (inv, var, _) = ref_vicreg(z1, z2)
+        assert out.terms["cov"].item() == pytest.approx(cov, rel=1e-10), f"step {step}"
+        assert out.total.item() == pytest.approx(2.0 * float(inv) + 3.0 * float(var) + 0.5 * cov, rel=1e-10)
+        np.testing.assert_allclose(loss.C.numpy(), C, rtol=1e-12, atol=1e-14)
+        if switches.get("bias_correction"):
+            assert loss.num_updates.item() == step
+    # the switch is not a no-op on this data (else the comparison above proves nothing about it)
+    default = ref_hybrid([(a.numpy(), b.numpy()) for a, b in batches], beta)
+    if switches and not (beta == 0.0 and set(switches) == {"bias_correction"}):  # 1 - 0^t = 1
+        assert abs(ref[-1][0] - default[-1][0]) > 1e-3 * abs(default[-1][0])
+
+
+def test_vicreg_tico_defaults_are_the_original_formula_over_three_steps():
+    """No switch: the loss and C of the original VICReg-TiCo (the loop references above), and no new state."""
+    loss = build_loss("vicreg_tico", {"nu": 0.5, "beta": 0.7}, dim=6).double()
+    C = [[0.0] * 6 for _ in range(6)]
+    for z1, z2 in _batches():
+        rows = [[float(x) for x in r] for r in z1]
+        C = ref_second_moment(rows, 0.7, C)
+        _, (inv, var, _) = ref_vicreg(z1, z2)
+        out = loss(z1, z2)
+        assert out.total.item() == pytest.approx(25 * float(inv) + 25 * float(var) + 0.5 * ref_tico_cov(rows, C),
+                                                 rel=1e-12)
+        torch.testing.assert_close(loss.C, torch.tensor(C, dtype=torch.float64), rtol=1e-13, atol=1e-15)
+    assert list(loss.state_dict()) == ["C"]  # checkpoints of the defaults are what they were
+
+
+def test_beta_zero_is_the_no_memory_control_and_with_center_offdiag_is_vicregs_term():
+    """beta = 0: C = B of each batch, so cov = mean_i z_i B z_i^T = tr(B B) on one process; with center
+    and offdiag, cov = sum_{j!=k} B_jk^2 = D ((N-1)/N)^2 x VICReg's covariance term of z1 (loop reference)."""
+    plain = build_loss("vicreg_tico", {"nu": 1.0, "beta": 0.0}, dim=6).double()
+    parts = build_loss("vicreg_tico", {"nu": 1.0, "beta": 0.0, "center": True, "offdiag": True}, dim=6).double()
+    for z1, z2 in _batches():
+        n, d = z1.shape
+        B = z1.T @ z1 / n
+        assert plain(z1, z2).terms["cov"].item() == pytest.approx(torch.trace(B @ B).item(), rel=1e-12)
+        torch.testing.assert_close(plain.C, B)
+        c = _cov(z1)  # unbiased, element by element
+        vicreg_cov_z1 = sum(c[a][b] ** 2 for a in range(d) for b in range(d) if a != b) / d
+        assert parts(z1, z2).terms["cov"].item() == pytest.approx(float(d * ((n - 1) / n) ** 2 * vicreg_cov_z1),
+                                                                  rel=1e-10)
+
+
+def test_centring_mean_is_detached_and_the_gradient_is_the_same_as_through_it():
+    """The mean is computed without gradient; the gradient through it is exactly zero (module
+    docstring), so the gradient equals autograd's through a non-detached mean."""
+    (a, b), (z, z2) = _batches()[:2]
+    loss = build_loss("vicreg_tico", {"nu": 1.0, "beta": 0.5, "center": True}, dim=6).double()
+    loss(a, b)  # C from an earlier batch too
+    z = z.clone().requires_grad_(True)
+    loss(z, z2).terms["cov"].backward()
+    M = loss.C.clone()
+    x = z.detach().clone().requires_grad_(True)
+    xc = x - x.mean(dim=0)  # the mean inside the graph, as VICReg's covariance has it
+    ((xc @ M) * xc).sum(dim=1).mean().backward()
+    torch.testing.assert_close(z.grad, x.grad, rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(z.grad, 2 * z.detach() @ M / z.shape[0])  # centring did change the gradient
+
+
+def _ref_M(C, t, beta, p):
+    M = C / (1 - beta ** t) if p.get("bias_correction") else C
+    return M - np.diag(np.diag(M)) if p.get("offdiag") else M
+
+
+def _ref_total(name, a, b, M, p):
+    """The loss of one call with its contrast matrix M as a constant, straightforward torch."""
+    M = torch.as_tensor(M, dtype=torch.float64)
+    if name == "tico":
+        a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+        return 1 - (a * b).sum(dim=1).mean() + p["rho"] * ((a @ M) * a).sum(dim=1).mean()
+    inv = ((a - b) ** 2).mean()
+    var = 0.5 * sum(torch.relu(1 - torch.sqrt(v.var(dim=0) + 1e-4)).mean() for v in (a, b))
+    views = [a, b] if p.get("symmetric") else [a]
+    if p.get("center"):
+        views = [v - v.mean(dim=0) for v in views]
+    cov = sum(((v @ M) * v).sum(dim=1).mean() for v in views) / len(views)
+    return 25 * inv + 25 * var + p["nu"] * cov
+
+
+@pytest.mark.parametrize("name, params", [
+    ("tico", {"beta": 0.7, "rho": 3.0}),
+    ("vicreg_tico", {"nu": 0.5, "beta": 0.7}),
+    ("vicreg_tico", {"nu": 0.5, "beta": 0.7, "center": True, "symmetric": True}),
+    ("vicreg_tico", {"nu": 0.5, "beta": 0.7, "offdiag": True, "bias_correction": True}),
+], ids=["tico", "vicreg_tico", "vicreg_tico-center-symmetric", "vicreg_tico-offdiag-bias_correction"])
+def test_two_forwards_then_one_backward(name, params):
+    """Symmetrising by hand / gradient accumulation: before the fix the second call's in-place EMA
+    update of C made backward fail ("modified by an inplace operation"). Each call's gradient must
+    use the C of its own update."""
+    z1, z2 = (z.requires_grad_(True) for z in _batches()[0])
+    loss = build_loss(name, params, dim=6).double()
+    buffer = loss.C.data_ptr()
+    total = loss(z1, z2).total + loss(z2, z1).total
+    total.backward()
+    assert loss.C.data_ptr() == buffer  # C is still updated in place: the same tensor for DDP and state_dict
+    # independent reference: C after each call from the numpy / loop formulas, then autograd with M constant
+    pairs = [(z1.detach().numpy(), z2.detach().numpy()), (z2.detach().numpy(), z1.detach().numpy())]
+    if name == "tico":
+        C1 = np.array(ref_tico(z1.detach(), z2.detach(), 0.7)[1])
+        C2 = np.array(ref_tico(z2.detach(), z1.detach(), 0.7, C_prev=C1.tolist())[1])
+        Ms = [C1, C2]
+    else:
+        switches = {k: v for k, v in params.items() if k not in ("nu", "beta")}
+        Ms = [M for _, _, M in ref_hybrid(pairs, 0.7, **switches)]
+        assert all(np.allclose(M, _ref_M(C, t, 0.7, params)) for t, (_, C, M) in
+                   enumerate(ref_hybrid(pairs, 0.7, **switches), start=1))
+    x1, x2 = z1.detach().clone().requires_grad_(True), z2.detach().clone().requires_grad_(True)
+    ref = _ref_total(name, x1, x2, Ms[0], params) + _ref_total(name, x2, x1, Ms[1], params)
+    ref.backward()
+    assert total.item() == pytest.approx(ref.item(), rel=1e-10)
+    torch.testing.assert_close(z1.grad, x1.grad, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(z2.grad, x2.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_no_graph_no_copy_of_C():
+    """The copy that protects the graph is only made when a graph is built (cost: one D x D per call)."""
+    from sslray.losses.tico import graph_constant
+
+    C = torch.randn(4, 4)
+    z = torch.randn(3, 4)
+    assert graph_constant(C, z).data_ptr() == C.data_ptr()  # no gradient wanted: the buffer itself
+    with torch.no_grad():
+        assert graph_constant(C, z.requires_grad_(True)).data_ptr() == C.data_ptr()
+    assert graph_constant(C, z).data_ptr() != C.data_ptr()
+    torch.testing.assert_close(graph_constant(C, z), C)
+
+
+def test_state_dict_round_trip_keeps_C_and_the_update_count():
+    params = {"nu": 0.5, "beta": 0.8, "center": True, "symmetric": True, "bias_correction": True}
+    batches = _batches()
+    a = build_loss("vicreg_tico", params, dim=6).double()
+    for z1, z2 in batches[:2]:
+        a(z1, z2)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)  # as a checkpoint holds it
+    buf.seek(0)
+    b = build_loss("vicreg_tico", params, dim=6).double()
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    assert b.num_updates.dtype == torch.long and b.num_updates.item() == 2 and torch.equal(b.C, a.C)
+    # the resumed loss continues the correction at t = 3, exactly as the uninterrupted one
+    ref = ref_hybrid([(x.numpy(), y.numpy()) for x, y in batches], 0.8,
+                     **{k: v for k, v in params.items() if k not in ("nu", "beta")})
+    out_b = b(*batches[2])
+    assert out_b.terms["cov"].item() == pytest.approx(ref[2][0], rel=1e-10)
+    assert out_b.total.item() == a(*batches[2]).total.item() and torch.equal(b.C, a.C)
+    b.eval()
+    b(*batches[0])
+    assert b.num_updates.item() == 3  # eval uses C and t, updates neither
+    # a checkpoint without the counter cannot silently restart the correction at t = 0
+    plain = build_loss("vicreg_tico", {**params, "bias_correction": False}, dim=6).double()
+    with pytest.raises(RuntimeError, match="num_updates"):
+        build_loss("vicreg_tico", params, dim=6).double().load_state_dict(plain.state_dict())
+
+
+def test_bias_correction_before_any_update_uses_the_zero_C():
+    loss = build_loss("vicreg_tico", {"nu": 1.0, "bias_correction": True}, dim=6).double().eval()
+    out = loss(*_batches()[0])
+    assert out.terms["cov"].item() == 0.0 and math.isfinite(out.total.item())
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"nu": 0.1, "center": 1}, "center: 1 is not true or false; allowed: true, false"),
+    ({"nu": 0.1, "offdiag": 0.0}, "offdiag: 0.0 is not true or false; allowed: true, false"),
+    ({"nu": 0.1, "symmetric": "true"}, "symmetric: 'true' is not true or false; allowed: true, false"),
+    ({"nu": 0.1, "bias_correction": None}, "bias_correction: None is not true or false; allowed: true, false"),
+    ({"nu": True}, "nu: True is not a number; allowed: a number"),
+    ({"nu": 0.1, "beta": False}, "beta: False is not a number; allowed: a number"),
+    ({}, "nu: None (VICReg-TiCo has no default nu: its covariance term is ~dim = 8 times VICReg's, so VICReg's "
+         "nu = 1 collapses the embeddings); allowed: a number >= 0, comparable to VICReg's nu = 1 near 1/dim = 0.125"),
+])
+def test_build_loss_checks_switches_are_booleans_and_weights_numbers(params, message):
+    with pytest.raises(ValueError) as err:
+        build_loss("vicreg_tico", params, dim=8)
+    assert str(err.value) == message
+    if "not true or false" in message or not params:  # constructing the class directly: the same message
+        with pytest.raises(ValueError) as err:
+            VICRegTiCoLoss(**params, dim=8)
+        assert str(err.value) == message
+    assert build_loss("vicreg_tico", {"nu": 0.1, "center": True, "offdiag": False}, dim=8).center is True

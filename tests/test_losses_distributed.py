@@ -17,6 +17,13 @@ from sslray.losses.distributed import gather
 
 N, D_IN, D = 16, 12, 8
 PARAMS = {"tico": {"beta": 0.5}, "vicreg_tico": {"beta": 0.5, "nu": 0.3}}
+# case -> (loss, params): every loss, and each of VICReg-TiCo's switches (two steps: C's EMA from a
+# non-zero C, bias_correction at t = 2)
+CASES = {name: (name, PARAMS.get(name, {})) for name in LOSSES}
+CASES.update({f"vicreg_tico-{s}": ("vicreg_tico", {**PARAMS["vicreg_tico"], s: True})
+              for s in ("center", "offdiag", "symmetric", "bias_correction")})
+CASES["vicreg_tico-all"] = ("vicreg_tico", {**PARAMS["vicreg_tico"], "center": True, "offdiag": True,
+                                            "symmetric": True, "bias_correction": True})
 
 
 def _data():
@@ -56,8 +63,9 @@ def _steps(loss_fn, model, x1, x2, steps=2):
             for p in model.parameters():
                 p -= 0.1 * p.grad
         C = loss_fn.C.clone() if hasattr(loss_fn, "C") else None
+        t = loss_fn.num_updates.clone() if hasattr(loss_fn, "num_updates") else None
         out.append({"loss": total.detach(), "grads": grads, "params": [p.detach().clone() for p in model.parameters()],
-                    "C": C})
+                    "C": C, "t": t})
     return out
 
 
@@ -66,7 +74,7 @@ def _worker(rank, world):
     x1, x2 = _data()
     sl = slice(rank * N // world, (rank + 1) * N // world)
     results = {}
-    cases = [(name, lambda n=name: build_loss(n, PARAMS.get(n, {}), dim=D).double()) for name in LOSSES]
+    cases = [(case, lambda c=case: build_loss(*CASES[c], dim=D).double()) for case in CASES]
     cases.append(("buggy_barlow", lambda: _buggy_barlow))
     for name, make in cases:
         model = torch.nn.parallel.DistributedDataParallel(_proj())
@@ -85,11 +93,11 @@ def two_workers(tmp_path_factory):
 
 def _single(name):
     x1, x2 = _data()
-    make = _buggy_barlow if name == "buggy_barlow" else build_loss(name, PARAMS.get(name, {}), dim=D).double()
+    make = _buggy_barlow if name == "buggy_barlow" else build_loss(*CASES[name], dim=D).double()
     return _steps(make, _proj(), x1, x2)
 
 
-@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("name", list(CASES))
 def test_two_workers_equal_one_worker_on_the_combined_batch(two_workers, name):
     ref = _single(name)
     for rank in range(2):
@@ -103,6 +111,8 @@ def test_two_workers_equal_one_worker_on_the_combined_batch(two_workers, name):
             if want["C"] is not None:  # TiCo's running C: identical on every rank and to one worker
                 torch.testing.assert_close(got["C"], want["C"], rtol=1e-9, atol=1e-12, msg=f"C: {where}")
                 assert torch.equal(got["C"], two_workers[1 - rank][name][step]["C"])
+            if want["t"] is not None:  # bias_correction's update count: one per step, on every rank
+                assert got["t"].item() == want["t"].item() == step + 1
 
 
 def test_negative_control_plain_all_reduce_gives_wrong_gradients(two_workers):

@@ -45,7 +45,8 @@ def _space(tmp_path, search=None, config=None):
             "data": {"source": "synthetic", "synthetic_train_size": 512, "synthetic_test_size": 128,
                      "synthetic_image_size": 32},
             "views": {"size": 32}, "model": {"encoder": "small_cnn", "width": 8, "projector": "32-32"},
-            "loss": {"name": "vicreg_tico"}, "optim": {"name": "adamw", "lr": 1e-3, "warmup_epochs": 0},
+            "loss": {"name": "vicreg_tico", "params": {"nu": 0.01}},  # nu: no default
+            "optim": {"name": "adamw", "lr": 1e-3, "warmup_epochs": 0},
             "train": {"epochs": 4, "batch_size": 32}, "eval": {"knn_k": 10},
             "scale": {"workers": 1, "cpus_per_worker": 1},
         },
@@ -78,6 +79,10 @@ def _space(tmp_path, search=None, config=None):
      "search.params.optim.lr.dist", "loguniform, uniform, int, choice"),
     (lambda s: s["params"].update({"loss.params.beta": {"dist": "uniform", "low": 0.5, "high": 1.0}}),
      "search.params.loss.params.beta", "[0, 1)"),
+    (lambda s: s["params"].update({"loss.params.center": {"dist": "uniform", "low": 0, "high": 1}}),
+     "search.params.loss.params.center", "allowed: true, false"),
+    (lambda s: s["params"].update({"loss.params.lam": {"dist": "choice", "values": [False, True]}}),
+     "search.params.loss.params.lam", "allowed: a number"),
     (lambda s: s.update(metric="accuracy"), "search.metric", "knn_top1, probe_top1, rankme"),
     (lambda s: s.update(mode="up"), "search.mode", "max, min"),
     (lambda s: s["asha"].update(grace_period=10), "search.asha.grace_period", "[1, train.epochs=4]"),
@@ -95,6 +100,57 @@ def test_bad_search_space_fails_with_one_clear_message(tmp_path, mutate, field, 
                           capture_output=True, text=True)
     assert proc.returncode == 2 and field in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("switch", ["center", "offdiag", "symmetric", "bias_correction"])
+def test_boolean_loss_switches_are_searched_as_choices_and_recorded_as_run(tmp_path, switch):
+    """{dist: choice, values: [false, true]} under loss.params.<switch>: the file loads, each trial's
+    config holds the boolean, the MLflow record (flattened config) shows it, and the loss built from
+    that config -- what the trial runs -- has it."""
+    from sslray.losses import build_loss
+    from sslray.search.run import trial_config
+    from sslray.search.tracking import _param, flatten
+
+    path, doc = _space(tmp_path)
+    doc["search"]["params"][f"loss.params.{switch}"] = {"dist": "choice", "values": [False, True]}
+    doc["search"]["optuna"]["points_to_evaluate"] = [{**p, f"loss.params.{switch}": True}
+                                                     for p in doc["search"]["optuna"]["points_to_evaluate"]]
+    path.write_text(yaml.safe_dump(doc))
+    space = load_search_space(path)
+    assert {p.path: p.values for p in space.params}[f"loss.params.{switch}"] == [False, True]
+    for value in (False, True):
+        sampled = {"loss.params.nu": 0.01, "optim.lr": 1e-3, f"loss.params.{switch}": value}
+        cfg = trial_config(space, sampled, str(tmp_path / "trials"), "t0")  # the trainable's and MLflow's config
+        assert cfg.loss.params[switch] is value
+        recorded = flatten(cfg.to_dict())[f"loss.params.{switch}"]
+        assert recorded is value and _param(f"loss.params.{switch}", recorded).value == str(value)
+        assert getattr(build_loss(cfg.loss.name, cfg.loss.params, dim=32), switch) is value
+        # the run directory's config.yaml reads back the same
+        assert yaml.safe_load(yaml.safe_dump(cfg.to_dict()))["loss"]["params"][switch] is value
+
+
+def test_a_search_that_can_switch_to_vicreg_tico_must_give_nu(tmp_path):
+    """nu has no default: from a vicreg base, choosing vicreg_tico without nu is refused at load, naming
+    nu and its scale; sampled under a `when`, the file loads (the range ends are checked with it)."""
+    path, doc = _space(tmp_path)
+    doc["config"]["loss"] = {"name": "vicreg"}
+    doc["search"]["params"] = {"loss.name": {"dist": "choice", "values": ["vicreg", "vicreg_tico"]},
+                               "optim.lr": {"dist": "loguniform", "low": 1e-4, "high": 1.0}}
+    doc["search"]["optuna"]["points_to_evaluate"] = []
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as err:
+        load_search_space(path)
+    assert "search.params.loss.name: value 'vicreg_tico'" in str(err.value) and "nu: None" in str(err.value)
+    assert "1/dim = 0.0312" in str(err.value) and "\n" not in str(err.value)
+    doc["search"]["params"]["loss.params.nu"] = {"dist": "loguniform", "low": 1e-4, "high": 0.1,
+                                                 "when": {"loss.name": "vicreg_tico"}}
+    doc["search"]["params"]["loss.params.center"] = {"dist": "choice", "values": [False, True],
+                                                     "when": {"loss.name": "vicreg_tico"}}
+    path.write_text(yaml.safe_dump(doc))
+    space = load_search_space(path)
+    cfg = space.trial_config({"loss.name": "vicreg_tico", "optim.lr": 0.1, "loss.params.nu": 0.02,
+                              "loss.params.center": True})
+    assert cfg.loss.params == {"nu": 0.02, "center": True}
 
 
 @pytest.mark.slow

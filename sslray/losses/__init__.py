@@ -7,8 +7,13 @@ defaults, range-checked in ``__init__``:
 
     vicreg       VICRegLoss       lam=25, mu=25, nu=1, eps=1e-4
     tico         TiCoLoss         beta=0.9, rho=8                          (+ dim, for C)
-    vicreg_tico  VICRegTiCoLoss   lam=25, mu=25, nu=1, beta=0.9, eps=1e-4  (+ dim, for C)
+    vicreg_tico  VICRegTiCoLoss   lam=25, mu=25, nu (required, ~1/dim), beta=0.9, eps=1e-4,
+                                  center, offdiag, symmetric, bias_correction = False  (+ dim, for C)
     barlow       BarlowTwinsLoss  lambda_bt=5e-3
+
+Each parameter's type is its annotation: ``float`` parameters take numbers (not booleans),
+``bool`` switches take only true/false (not 0/1), so a YAML typo fails instead of switching a
+part on silently. ``loss_params`` lists every parameter with its default (None: no default).
 
 Terms over the whole batch (variance, covariance, cross-correlation, TiCo's B) are computed on the
 *global* batch across ranks; see :mod:`sslray.losses.distributed` for why the gradients are right.
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import NamedTuple
+import typing
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -62,6 +68,12 @@ def check_range(name: str, value: float, lo: float, hi: float | None = None, hi_
         raise ValueError(f"{name}: {value!r} is out of range; allowed: {allowed}")
 
 
+def check_flag(name: str, value: Any) -> None:
+    """Raise ``ValueError("center: 1 is not true or false; allowed: true, false")`` for a non-bool switch."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: {value!r} is not true or false; allowed: true, false")
+
+
 from sslray.losses.barlow import BarlowTwinsLoss  # noqa: E402
 from sslray.losses.tico import TiCoLoss  # noqa: E402
 from sslray.losses.vicreg import VICRegLoss  # noqa: E402
@@ -75,13 +87,23 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
-def loss_params(name: str) -> dict[str, float]:
-    """The paper-named parameters of a loss and their defaults."""
+def loss_params(name: str) -> dict[str, float | bool | None]:
+    """The paper-named parameters of a loss and their defaults (None: no default, must be given)."""
     sig = inspect.signature(LOSSES[name].__init__)
     return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "dim"}
 
 
-def build_loss(name: str, params: dict[str, float] | None = None, dim: int | None = None) -> nn.Module:
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """``value`` fits a parameter annotated ``annotation`` (bool, float, float | None)."""
+    if annotation is bool:
+        check_flag(name, value)
+    elif value is None and type(None) in typing.get_args(annotation):
+        return  # "not given": the loss itself says what is required
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: {value!r} is not a number; allowed: a number")
+
+
+def build_loss(name: str, params: dict[str, float | bool] | None = None, dim: int | None = None) -> nn.Module:
     """The loss ``name`` with ``params`` (paper names); ``dim`` goes only to losses that keep a D x D state.
 
     Every error is a ``ValueError`` that names the bad name or parameter and what is allowed.
@@ -93,9 +115,9 @@ def build_loss(name: str, params: dict[str, float] | None = None, dim: int | Non
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for loss {name!r}; allowed: {', '.join(allowed)}")
+    hints = typing.get_type_hints(LOSSES[name].__init__)
     for k, v in params.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{k}: {v!r} is not a number; allowed: a number")
+        _check_type(k, v, hints[k])
     if "dim" in inspect.signature(LOSSES[name].__init__).parameters:
         if dim is None:
             raise ValueError(f"loss {name!r} needs the embedding width; allowed: build_loss({name!r}, params, dim=D)")
@@ -103,5 +125,5 @@ def build_loss(name: str, params: dict[str, float] | None = None, dim: int | Non
     return LOSSES[name](**params)
 
 
-__all__ = ["LossOutput", "LOSSES", "build_loss", "loss_params", "BarlowTwinsLoss", "TiCoLoss", "VICRegLoss",
+__all__ = ["LossOutput", "LOSSES", "build_loss", "check_flag", "loss_params", "BarlowTwinsLoss", "TiCoLoss", "VICRegLoss",
            "VICRegTiCoLoss"]

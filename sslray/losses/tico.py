@@ -15,6 +15,11 @@ C acts as a constant in the gradient (it is detached): the contrast term pushes 
 from the directions the recent batches already occupy, 2 rho C z1_i / n, a covariance contrast
 against a memory of past embeddings instead of against negatives.
 
+Two forwards before one backward (symmetrising by hand, gradient accumulation) work: the term
+uses a copy of C whenever a graph is built (see :func:`graph_constant`), so the second call's
+in-place update of C cannot invalidate what the first call's backward needs; each call's
+gradient uses the C of its own update.
+
 C is a *buffer* of shape dim x dim, zeros at construction: it is in ``state_dict`` (saved in
 checkpoints, restored on resume) and moves with ``.to(device)``. It is updated only in training
 mode (``module.train()``); in eval mode forward uses C without changing it. Under DDP, B is the
@@ -61,6 +66,21 @@ def ema_update(c: torch.Tensor, b: torch.Tensor, beta: float) -> None:
     c.mul_(beta).add_(b.to(c.dtype), alpha=1.0 - beta)
 
 
+def graph_constant(c: torch.Tensor, *zs: torch.Tensor) -> torch.Tensor:
+    """The buffer ``c`` as a constant of the graphs of ``zs``: a detached copy when autograd keeps it.
+
+    Why: d/dz of z C z^T is 2 C z / n, so autograd saves C for backward; an in-place EMA update
+    of the buffer before that backward (a second forward) bumps its version and backward fails
+    ("modified by an inplace operation"). Cost: one D x D copy per forward that builds a graph
+    (16 MiB for D = 2048 in fp32, a memcpy far cheaper than the n x D x D contrast), freed with
+    the graph; none in eval or under no_grad. The buffer itself stays updated in place rather
+    than replaced, so it remains one tensor: state_dict, ``.to()``, DDP's buffer broadcast (which
+    also writes in place) and any reference to ``loss.C`` keep seeing the live C.
+    """
+    c = c.detach()
+    return c.clone() if torch.is_grad_enabled() and any(z.requires_grad for z in zs) else c
+
+
 def covariance_contrast(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """mean_i z_i C z_i^T, with C a constant (no gradient flows into it)."""
     return ((z @ c.detach().to(z.dtype)) * z).sum(dim=1).mean()
@@ -83,5 +103,5 @@ class TiCoLoss(nn.Module):
         if self.training:
             ema_update(self.C, global_second_moment(z1), self.beta)
         inv = alignment(z1, z2)
-        cov = covariance_contrast(z1, self.C)
+        cov = covariance_contrast(z1, graph_constant(self.C, z1))
         return LossOutput(inv + self.rho * cov, {"inv": inv, "cov": cov})

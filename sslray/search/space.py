@@ -26,7 +26,9 @@ method, with which weights" -- each method's own weights are sampled only when i
         loss.params.beta: {dist: uniform, low: 0.5, high: 0.99, when: {loss.name: vicreg_tico}}
 
 A trial whose loss differs from the base config's starts from that loss's paper defaults: the
-base's ``loss.params`` belong to the base's loss.
+base's ``loss.params`` belong to the base's loss. VICReg-TiCo's ``nu`` has no default, so a search
+that can switch to it from another base loss must sample nu (``when: {loss.name: vicreg_tico}``).
+Boolean loss switches are searched as ``{dist: choice, values: [false, true]}``.
 
 Command-line overrides (``python -m sslray.tune SPACE.yaml train.epochs=8``) are applied to the
 base config once, when the file is loaded: ASHA's max_t, the grace-period check, ``--plan``, every
@@ -355,10 +357,23 @@ def _check_ends(space: SearchSpace) -> None:
             condition["loss.name"] = next(n for n in by_path["loss.name"].values if n in p.when.get("loss.name", [n])
                                           and p.path.split(".")[2] in loss_params(n))
         for v in ends:
+            chosen = {**condition, p.path: v}
             try:
-                space.trial_config({**condition, p.path: v})
+                space.trial_config(chosen)
             except ConfigError as e:
-                raise ConfigError(f"search.params.{p.path}: value {v!r} is not a valid setting ({e})") from None
+                try:  # a trial also sets what its choices make active (vicreg_tico's nu under a `when`)
+                    space.trial_config(_with_companions(space, chosen))
+                except ConfigError:
+                    raise ConfigError(f"search.params.{p.path}: value {v!r} is not a valid setting ({e})") from None
+
+
+def _with_companions(space: SearchSpace, chosen: dict[str, Any]) -> dict[str, Any]:
+    """``chosen`` plus every other parameter active under it, at its first value or low end."""
+    out = dict(chosen)
+    for q in space.params:
+        if q.path not in out and q.active(out, space.base):
+            out[q.path] = q.values[0] if q.dist == "choice" else q.low
+    return out
 
 
 def _check_point(space: SearchSpace, i: int, point: Any) -> None:
