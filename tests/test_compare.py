@@ -1,7 +1,10 @@
 """sslray.compare: equal-budget searches, seeded finals, intervals and MLflow records that agree."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -38,9 +41,22 @@ def test_compare_end_to_end_answer_matches_mlflow_and_finals(tmp_path):
     out = tmp_path / "exp"
     cmd = [sys.executable, "-m", "sslray.compare", str(a), str(b), "--seeds", "2", "--output", str(out),
            "--name", "c", "--num-cpus", "4", "data.synthetic_test_size=96"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     exp = out / "c"
+    # stopped (SIGTERM) once the first arm's search has finished: a --resume must not search it again
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and not (exp / "arms" / "vicreg" / "summary.json").exists():
+            time.sleep(1)
+        time.sleep(5)
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        stderr = first.communicate(timeout=300)[1]
+    assert first.returncode in (143, -signal.SIGTERM), stderr[-3000:]  # graceful, or killed between stages
+    vicreg_runs = json.loads((exp / "arms" / "vicreg" / "summary.json").read_text())["table"]
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert json.loads((exp / "arms" / "vicreg" / "summary.json").read_text())["table"] == vicreg_runs
     result = json.loads((exp / "compare.json").read_text())
     assert result["status"] == "finished" and result["budget"] == {"trials": 2, "epochs": 2, "trial_epochs": 4}
     assert [arm["name"] for arm in result["arms"]] == ["vicreg", "vicreg_tico"]
@@ -51,6 +67,8 @@ def test_compare_end_to_end_answer_matches_mlflow_and_finals(tmp_path):
     assert parent.info.status == "FINISHED"
     searches = {r.data.tags["sslray.search"]: r for r in runs if r.data.tags.get("sslray.role") == "search"}
     assert set(searches) == {"vicreg", "vicreg_tico"}
+    assert len(runs) == 1 + 2 + 2 * 2 + 4  # parent, arms, their trials, finals: nothing duplicated by the resume
+    assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in searches.values())  # arms nested
     finals = {r.data.tags["sslray.final"]: r for r in runs if r.data.tags.get("sslray.role") == "final"}
     assert len(finals) == 4
