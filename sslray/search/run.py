@@ -148,7 +148,8 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     else:
         nested = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
         parent = client.create_run(exp_id, run_name=f"search-{name}", tags={
-            "sslray.role": "search", "sslray.search": name, "sslray.overrides": " ".join(space.overrides), **nested})
+            "sslray.role": "search", "sslray.search": name, "sslray.overrides": " ".join(space.overrides),
+            "sslray.space_file": str(Path(space.source).absolute()) if space.source else "", **nested})
         parent_id = parent.info.run_id
         client.log_text(parent_id, space.text, "search_space.yaml")
         client.log_dict(parent_id, space.base, "base_config.json")
