@@ -111,6 +111,9 @@ def tracking_uri_for(folder: Path, given: str | None, fallback: str | None = Non
         return given
     if (folder / "mlflow.db").is_file():
         return f"sqlite:///{folder.absolute() / 'mlflow.db'}"
+    compare = folder.absolute().parent.parent  # an arm of a comparison: <compare>/arms/<arm>
+    if folder.absolute().parent.name == "arms" and (compare / "spec.json").is_file() and (compare / "mlflow.db").is_file():
+        return f"sqlite:///{compare / 'mlflow.db'}"
     uri = fallback or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise ConfigError(f"--tracking-uri: {folder} has no mlflow.db and none was given; allowed: the tracking URI "
@@ -155,6 +158,9 @@ def _parent_run(client, name: str, summary: dict | None, uri: str):
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`sslray.role` = 'search'") \
         if experiment else []
+    if not runs:  # an arm of a comparison logs into the comparison's experiment, tagged with its name
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string=f"tags.`sslray.role` = 'search' and tags.`sslray.search` = '{name}'")
     if not runs:
         raise ConfigError(f"--tracking-uri: {uri} holds no search run of experiment {name!r}; allowed: the tracking "
                           "URI the search logged to")

@@ -103,6 +103,15 @@ class Axis:
         elif self.dist == "loguniform":
             set_scale("log")
             set_lim(self.low / 1.3, self.high * 1.3)
+            from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+
+            axis = ax.xaxis if which == "x" else ax.yaxis
+            # a range under a decade gets minor-tick labels that overlap: label the decades, plus
+            # the range's ends
+            axis.set_minor_formatter(NullFormatter())
+            axis.set_major_formatter(LogFormatterSciNotation())
+            if self.high / self.low < 100:
+                set_ticks([self.low, self.high], [f"{self.low:g}", f"{self.high:g}"], minor=True)
         elif self.low is not None:
             pad = (self.high - self.low) * 0.05
             set_lim(self.low - pad, self.high + pad)
