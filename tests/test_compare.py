@@ -99,6 +99,17 @@ def test_compare_end_to_end_answer_matches_mlflow_and_finals(tmp_path):
     xb = [f["probe_top1"] for f in result["arms"][1]["finals"]]
     assert d["diff"] == pytest.approx(sum(xa) / 2 - sum(xb) / 2) and d["welch_p"] == pytest.approx(stats.welch(xa, xb)[4])
     assert "vicreg - vicreg_tico probe_top1" in proc.stdout
+    # the report renders this comparison, its numbers are compare.json's, the copy keeps its links
+    rep = subprocess.run([sys.executable, "-m", "sslray.report", str(exp), "--no-eval", "--copy-to", str(tmp_path / "docs")],
+                         capture_output=True, text=True, timeout=600)
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    md = (tmp_path / "docs" / "report" / "report.md").read_text()
+    for arm in result["arms"]:
+        s = arm["summary"]["probe_top1"]
+        assert f"{s['mean']:.4f}" in md and f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]" in md
+        link = f"../arms/{arm['name']}/report/report.md"
+        assert link in md and (tmp_path / "docs" / "report" / link).resolve().is_file()
+    assert f"{d['welch_p']:.4f}" in md
     # a finished comparison resumed does no work again and gives the same answer
     again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip evaluating the best trial against the untrained encoder (the report says it was skipped)")
     ap.add_argument("--tracking-uri", help="MLflow tracking URI the search logged to (default: EXPERIMENT/mlflow.db, "
                                            "else $MLFLOW_TRACKING_URI)")
+    ap.add_argument("--copy-to", metavar="DIR", help="also copy the report folder(s) there, keeping their relative "
+                                                     "places (a comparison's arm reports under DIR/arms/<arm>/), e.g. "
+                                                     "to commit them under docs/")
     args = ap.parse_args(argv)
 
     from sslray.config import ConfigError
@@ -55,7 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {report}")
     for note in notes:
         print(note)
+    if args.copy_to:
+        for copied in copy_reports(folder, Path(args.copy_to)):
+            print(f"copied: {copied}")
     return 0
+
+
+def copy_reports(folder: Path, dest: Path) -> list[Path]:
+    """Every ``report/`` folder under ``folder`` (its own, its arms'), copied to the same relative
+    place under ``dest``, so the links between them still resolve."""
+    import shutil
+
+    copied = []
+    own = [folder.absolute() / "report" / "report.md", *sorted(folder.absolute().glob("arms/*/report/report.md"))]
+    for report in [r for r in own if r.is_file()]:  # not the copies MLflow keeps in mlartifacts/
+        rel = report.parent.relative_to(folder.absolute())
+        target = dest / rel
+        if target.exists():
+            shutil.rmtree(target)  # no stale figures from an earlier copy
+        shutil.copytree(report.parent, target)
+        copied.append(target / "report.md")
+    return copied
 
 
 if __name__ == "__main__":
