@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_budget(budget(space, args.epoch_seconds)))
             return 0
+        check_data_here(space.base, args.address)
         from sslray.search.run import ray_storage, search_exists
 
         try:
@@ -88,7 +89,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  params: {json.dumps(best['params'])}")
         print(f"  checkpoint: {best['checkpoint']}\n  MLflow run: {best['mlflow_run_id']}  model: {best.get('model_uri')}")
     print(f"summary: {Path(summary['experiment']) / 'summary.json'}")
+    if not best:  # every trial failed or diverged: recorded in summary.json and MLflow, and not a success
+        print(f"error: no trial of {summary['trials']} produced a finite {summary['metric']} and a checkpoint "
+              f"({', '.join(f'{n} {k}' for k, n in sorted(summary['outcomes'].items()))}); see summary.json and "
+              "the trials' MLflow runs", file=sys.stderr)
+        return 1
     return 0
+
+
+def check_data_here(base: dict, address: str | None) -> None:
+    """On a local Ray the trials read the data from this machine's disk: a missing dataset is bad
+    input, refused before anything starts (on a cluster the workers' disks are not ours to check)."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    from sslray.config import load_config
+    from sslray.data import check_available
+
+    check_available(load_config(base).data)
 
 
 def check_args(args, name: str) -> None:

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -247,3 +248,20 @@ def test_eval_on_data_with_another_class_count_loads_the_checkpoint(ckpts):
 
     res = evaluate_checkpoint(str(ckpts / "good.pt"), ["data.synthetic_classes=5", "eval.probe_epochs=1"])
     assert res["epoch"] == 1 and 0 <= res["knn_top1"] <= 1
+
+
+@pytest.mark.parametrize("cmd", [
+    ["sslray.tune", "search_spaces/quickstart.yaml"],
+    ["sslray.compare", "search_spaces/cpu_vicreg.yaml", "search_spaces/cpu_vicreg_tico.yaml"],
+])
+def test_missing_dataset_is_refused_before_a_search_or_comparison_starts(tmp_path, cmd):
+    """Every trial would fail on it (and a search used to exit 0 after all of them had): one line
+    naming data.root, exit 2, nothing written."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", *cmd, f"data.root={tmp_path / 'none'}", "data.download=false",
+                           "--output", str(tmp_path / "out")], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: data.root: no local copy of cifar10") and "; allowed:" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -73,7 +73,7 @@ def prepare(args, overrides: list[str], files: list[str]):
     from sslray.compare.run import check_arms
     from sslray.config import ConfigError
     from sslray.search.space import load_search_space
-    from sslray.tune import check_args
+    from sslray.tune import check_args, check_data_here
 
     if len(files) < 2:
         raise ConfigError(f"arms: {len(files)} search-space file(s); allowed: two or more SPACE.yaml")
@@ -92,6 +92,7 @@ def prepare(args, overrides: list[str], files: list[str]):
             space.num_trials = args.trials
         arms[name] = space
     budget = check_arms(arms)
+    check_data_here(next(iter(arms.values())).base, args.address)  # every arm has the same data section
     exp_dir = Path(args.output).absolute() / args.name
     spec = {"arms": {n: str(Path(f).absolute()) for n, f in zip(names, files)}, "overrides": overrides,
             "budget": budget, "seeds": list(range(args.seeds)),

@@ -32,7 +32,7 @@ class ImageData:
 
 SOURCES: tuple[str, ...] = ("cifar10", "cifar100", "stl10", "imagefolder", "parquet", "synthetic")
 
-from sslray.data.sources import load_split  # noqa: E402
+from sslray.data.sources import check_available, load_split  # noqa: E402
 from sslray.data.subset import stratified_subset  # noqa: E402
 
-__all__ = ["DataError", "ImageData", "SOURCES", "load_split", "stratified_subset"]
+__all__ = ["DataError", "ImageData", "SOURCES", "check_available", "load_split", "stratified_subset"]

@@ -90,10 +90,30 @@ def _cifar(cfg, name: str, split: str) -> ImageData | str:
     return _cifar_torchvision(folder, name, split)
 
 
+def check_available(cfg) -> None:
+    """Raise DataError unless both splits can be read where this process runs: a local copy of
+    CIFAR (fetched now when data.download allows, as the first trial would), or local train/test
+    paths. Cheap: nothing is decoded. URIs (s3://, ...) and stl10 are left to the loader."""
+    src = cfg.source
+    if src in ("cifar10", "cifar100"):
+        for split in ("train", "test"):
+            root = Path(cfg.root)
+            if not (root / src / f"{split}.parquet").exists() and not (root / _TV[src][0] / _TV[src][3]).exists():
+                _cifar(cfg, src, split)  # downloads, or raises DataError naming data.root
+        return
+    if src in ("parquet", "imagefolder"):
+        for field in ("train_path", "test_path"):
+            location = getattr(cfg, field)
+            if not location:
+                raise DataError(f"data.{field}: required for data.source={src}; allowed: a file, folder or URI")
+            if "://" not in location and not Path(location).exists():
+                raise DataError(f"data.{field}: {location} does not exist; allowed: a file, folder or URI")
+
+
 def _where_to_put(name: str, root: Path, why: str) -> str:
-    return (f"{name}: no local copy under data.root={root} and {why}. Put either "
-            f"{root / name}/{{train,test}}.parquet (columns image = encoded bytes, label) or torchvision's "
-            f"extracted {root / _TV[name][0]}/ there, or set data.root to a folder that has one")
+    return (f"data.root: no local copy of {name} under {root} and {why}; allowed: a folder holding "
+            f"{name}/{{train,test}}.parquet (columns image = encoded bytes, label) or torchvision's extracted "
+            f"{_TV[name][0]}/ (as {root / name}/ or {root / _TV[name][0]}/)")
 
 
 def _stl10(cfg, split: str) -> ImageData:
