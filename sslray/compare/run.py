@@ -20,6 +20,7 @@ from typing import Any
 from sslray.compare.finals import FINAL_TAG, FinalRuns, FinalTrainable, final_config
 from sslray.config import ConfigError, load_config
 from sslray.search.space import SearchSpace
+from sslray.search.tracking import mlflow_param
 from sslray.stats import bootstrap_interval, compare_arms, mean_interval
 
 METRICS = ("knn_top1", "probe_top1")
@@ -80,8 +81,8 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
         parent_id = client.create_run(exp_id, run_name=f"compare-{exp_dir.name}", tags={
             "sslray.role": "compare", "sslray.arms": ", ".join(arms)}).info.run_id
         client.log_dict(parent_id, spec, "spec.json")
-        client.log_batch(parent_id, params=[_param("seeds", seeds), _param("arms", list(arms)),
-                                            *(_param(f"budget.{k}", v) for k, v in spec["budget"].items())])
+        client.log_batch(parent_id, params=[mlflow_param("seeds", seeds), mlflow_param("arms", list(arms)),
+                                            *(mlflow_param(f"budget.{k}", v) for k, v in spec["budget"].items())])
     result = {"kind": "compare", "name": exp_dir.name, "status": "running", "command": spec["command"],
               "budget": spec["budget"], "seeds": seeds, "metrics": list(METRICS), "arms": [],
               "differences": [], "mlflow_parent_run_id": parent_id, "machine": machine(), "versions": versions()}
@@ -231,12 +232,6 @@ def _write(result: dict, exp_dir: Path) -> None:
     tmp = exp_dir / "compare.json.tmp"  # never a half-written answer
     tmp.write_text(json.dumps(result, indent=2, default=str))
     tmp.replace(exp_dir / "compare.json")
-
-
-def _param(key: str, value: Any):
-    from mlflow.entities import Param
-
-    return Param(key, str(value)[:6000])
 
 
 def machine() -> dict[str, Any]:

@@ -59,7 +59,7 @@ class MLflowTrials(Callback):
             run = client.create_run(self.experiment_id, run_name=run_name,
                                     tags={"mlflow.parentRunId": parent, TRIAL_TAG: trial.trial_id, **tags})
             run_id = run.info.run_id
-            client.log_batch(run_id, params=[_param(k, v) for k, v in flatten(config.to_dict()).items()])
+            client.log_batch(run_id, params=[mlflow_param(k, v) for k, v in flatten(config.to_dict()).items()])
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -109,7 +109,7 @@ _LOGGED = {"epoch", "lr", "img_per_s", "epoch_time_s", "knn_top1", "probe_top1",
            "emb_std", "emb_std_ratio"}
 
 
-def _param(key: str, value: Any):
+def mlflow_param(key: str, value: Any):
     from mlflow.entities import Param
 
     return Param(key, str(value)[:6000])
