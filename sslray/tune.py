@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_budget(budget(space, args.epoch_seconds)))
             return 0
-        check_data_here(space.base, args.address)
         from sslray.search.run import ray_storage, search_exists
 
         try:
@@ -68,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and not exists:
             raise ConfigError(f"--resume: {where} holds no search to resume; allowed: the --output, --name "
                               "(and --storage) of an earlier search, or no --resume to start one")
+        check_data_here(space.base, args.address)  # after the cheap checks: it may download the dataset
         from sslray.search.run import run_search
 
         summary = run_search(space, args.output, name, resume=args.resume, tracking_uri=args.tracking_uri,

@@ -92,7 +92,6 @@ def prepare(args, overrides: list[str], files: list[str]):
             space.num_trials = args.trials
         arms[name] = space
     budget = check_arms(arms)
-    check_data_here(next(iter(arms.values())).base, args.address)  # every arm has the same data section
     exp_dir = Path(args.output).absolute() / args.name
     spec = {"arms": {n: str(Path(f).absolute()) for n, f in zip(names, files)}, "overrides": overrides,
             "budget": budget, "seeds": list(range(args.seeds)),
@@ -112,6 +111,8 @@ def prepare(args, overrides: list[str], files: list[str]):
                 raise ConfigError(f"--resume: the comparison's {key} differ from the ones it started with; allowed: "
                                   "the same files, overrides, --trials, --epochs and --seeds, or a new --name")
         spec["command"] = before["command"]
+    # after the cheap checks (it may download the dataset); every arm has the same data section
+    check_data_here(next(iter(arms.values())).base, args.address)
     return arms, spec, exp_dir
 
 
