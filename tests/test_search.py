@@ -109,7 +109,7 @@ def test_boolean_loss_switches_are_searched_as_choices_and_recorded_as_run(tmp_p
     that config -- what the trial runs -- has it."""
     from sslray.losses import build_loss
     from sslray.search.run import trial_config
-    from sslray.search.tracking import _param, flatten
+    from sslray.search.tracking import mlflow_param, flatten
 
     path, doc = _space(tmp_path)
     doc["search"]["params"][f"loss.params.{switch}"] = {"dist": "choice", "values": [False, True]}
@@ -123,7 +123,7 @@ def test_boolean_loss_switches_are_searched_as_choices_and_recorded_as_run(tmp_p
         cfg = trial_config(space, sampled, str(tmp_path / "trials"), "t0")  # the trainable's and MLflow's config
         assert cfg.loss.params[switch] is value
         recorded = flatten(cfg.to_dict())[f"loss.params.{switch}"]
-        assert recorded is value and _param(f"loss.params.{switch}", recorded).value == str(value)
+        assert recorded is value and mlflow_param(f"loss.params.{switch}", recorded).value == str(value)
         assert getattr(build_loss(cfg.loss.name, cfg.loss.params, dim=32), switch) is value
         # the run directory's config.yaml reads back the same
         assert yaml.safe_load(yaml.safe_dump(cfg.to_dict()))["loss"]["params"][switch] is value
