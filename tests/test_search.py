@@ -109,7 +109,7 @@ def test_boolean_loss_switches_are_searched_as_choices_and_recorded_as_run(tmp_p
     that config -- what the trial runs -- has it."""
     from sslray.losses import build_loss
     from sslray.search.run import trial_config
-    from sslray.search.tracking import mlflow_param, flatten
+    from sslray.search.tracking import flatten, mlflow_param
 
     path, doc = _space(tmp_path)
     doc["search"]["params"][f"loss.params.{switch}"] = {"dist": "choice", "values": [False, True]}
