@@ -20,7 +20,7 @@ import torchvision.transforms.v2 as T
 
 from sslray.config import load_config
 from sslray.data.decode import decode_images, read_parquet
-from sslray.views import TwoViews
+from sslray.views import Crops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,14 +60,14 @@ def main() -> None:
     blobs, _, names, _ = read_parquet(args.data, "image", "label")
     images = torch.from_numpy(decode_images(blobs[: args.n], names[: args.n], None, args.data)).permute(0, 3, 1, 2).contiguous()
     cfg = load_config(None).views
-    ours = TwoViews(cfg)
+    ours = Crops(cfg)
     gen = torch.Generator().manual_seed(0)
 
     def run_ours():
         for s in range(0, len(images), args.batch):
             ours(images[s:s + args.batch], gen)
 
-    tv = [torchvision_pipeline(vc, cfg.size, cfg.mean, cfg.std) for vc in (cfg.view1, cfg.view2)]
+    tv = [torchvision_pipeline(vc, cfg.size, cfg.mean, cfg.std) for vc in cfg.crops]
     subset = images[: args.n_torchvision]
 
     def run_tv():
@@ -79,7 +79,7 @@ def main() -> None:
     ours_ips, tv_ips = len(images) / t_ours, len(subset) / t_tv
     print(f"CPU cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
     print(f"{'pipeline':<34}{'img/s (two views)':>20}")
-    print(f"{'sslray TwoViews (batch ' + str(args.batch) + ')':<34}{ours_ips:>20,.0f}")
+    print(f"{'sslray Crops (batch ' + str(args.batch) + ')':<34}{ours_ips:>20,.0f}")
     print(f"{'torchvision v2, per image':<34}{tv_ips:>20,.0f}")
     print(f"ratio: {ours_ips / tv_ips:.1f}x (target >= 5x)")
 

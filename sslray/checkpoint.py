@@ -4,8 +4,8 @@ A checkpoint is one ``torch.save`` dict holding only tensors and plain Python va
 with ``torch.load(weights_only=True)`` (no pickled code runs on load):
 
     {"format": 1, "epoch": completed epochs, "config": Config.to_dict(),
-     "model": SSLModel.state_dict()     (encoder.*, projector.*, probe.*),
-     "loss": loss.state_dict()          (e.g. TiCo's running covariance C),
+     "model": Method.state_dict()       (encoder.*, projector.*, probe.*, and what the method owns:
+                                         loss.C, target_encoder.*, queue, ...),
      "optimizer": ..., "probe_optimizer": ..., "rng": {"torch": ..., "cuda": [...]},
      "metrics": the epoch's metrics, "num_classes": int}
 

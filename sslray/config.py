@@ -66,11 +66,27 @@ class ViewConfig:
 
 
 @dataclass
+class CropGroup(ViewConfig):
+    """``count`` crops of side ``size`` (None: ``views.size``), each drawn with this augmentation."""
+
+    count: int = 1
+    size: int | None = None
+
+
+def _two_crops() -> list[CropGroup]:
+    return [CropGroup(), CropGroup()]
+
+
+@dataclass
 class ViewsConfig:
-    preset: str = "symmetric"  # symmetric | asymmetric | custom (view1/view2 fields override)
-    size: int = 32  # output side length of each view
-    view1: ViewConfig = field(default_factory=ViewConfig)
-    view2: ViewConfig = field(default_factory=ViewConfig)
+    """The crops of each image, as groups: the default is two 32 px views (two groups of one, so
+    an asymmetric preset can augment them differently); SwAV's multi-crop adds a group such as
+    ``{count: 6, size: 16, crop_scale: [0.14, 0.5]}``. Crops are ordered group by group; the
+    encoder runs once per crop size. Override one group's field as ``views.crops.1.solarize_p=0.3``."""
+
+    preset: str = "symmetric"  # symmetric | asymmetric | custom: per-group augmentation defaults
+    size: int = 32  # the side length of the crops (unless a group sets its own) and of eval images
+    crops: list[CropGroup] = field(default_factory=_two_crops)
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
@@ -86,8 +102,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "vicreg"
-    params: dict[str, float | bool] = field(default_factory=dict)  # paper-named; see sslray.losses
+    name: str = "vicreg"  # the method (sslray.methods): its loss, networks and state
+    params: dict[str, float | bool] = field(default_factory=dict)  # paper-named; see sslray.methods
 
 
 @dataclass
@@ -165,21 +181,26 @@ class Config:
 
 
 # ------------------------------------------------------------------------------- view presets
-def view_preset(name: str) -> tuple[dict, dict]:
-    """Per-view defaults of a preset, as dicts of :class:`ViewConfig` fields.
+PRESETS = ("symmetric", "asymmetric", "custom")
 
-    symmetric  -- both views identical (the usual CIFAR recipe: no blur, light solarization).
-    asymmetric -- BYOL / VICReg ImageNet augmentation: blur 1.0 / 0.1, solarize 0.0 / 0.2.
+
+def view_preset(name: str, group: int) -> dict:
+    """The augmentation defaults of crop group ``group`` (0-based) under a preset, as a dict of
+    :class:`ViewConfig` fields.
+
+    symmetric  -- every group alike (the usual CIFAR recipe: no blur, light solarization).
+    asymmetric -- BYOL / VICReg ImageNet augmentation: group 0 blur 1.0, no solarize; group 1 blur
+                  0.1, solarize 0.2; further groups (multi-crop) blur 0.5, no solarize (SwAV's).
     custom     -- ViewConfig defaults; set every field yourself.
     """
     if name == "symmetric":
-        v = {"blur_p": 0.0, "solarize_p": 0.1}
-        return dict(v), dict(v)
+        return {"blur_p": 0.0, "solarize_p": 0.1}
     if name == "asymmetric":
-        return {"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.2}
+        return [{"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.2}][group] if group < 2 \
+            else {"blur_p": 0.5, "solarize_p": 0.0}
     if name == "custom":
-        return {}, {}
-    raise ConfigError(f"views.preset: unknown preset {name!r}; allowed: symmetric, asymmetric, custom")
+        return {}
+    raise ConfigError(f"views.preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -287,27 +308,42 @@ def _absolute_paths(cfg: Config) -> Config:
 
 def from_dict(raw: dict) -> Config:
     raw = copy.deepcopy(raw)
-    views = raw.get("views")
-    if isinstance(views, dict):  # a preset provides per-view defaults that explicit fields override
-        v1, v2 = view_preset(views.get("preset", ViewsConfig.preset))
-        for name, defaults in (("view1", v1), ("view2", v2)):
-            given = views.get(name)
-            if given is None or isinstance(given, dict):  # anything else: _build names the problem
-                views[name] = {**defaults, **(given or {})}
-    elif views is None:
-        v1, v2 = view_preset(ViewsConfig.preset)
-        raw["views"] = {"view1": v1, "view2": v2}
+    views = raw.setdefault("views", {})
+    if isinstance(views, dict):  # a preset provides per-group defaults that explicit fields override
+        preset = views.get("preset", ViewsConfig.preset)
+        if "crops" not in views and ("view1" in views or "view2" in views):
+            # a config saved before crop groups (view1/view2): the same two views, as two groups
+            views["crops"] = [views.pop("view1", {}), views.pop("view2", {})]
+        crops = views.get("crops")
+        if crops is None:
+            crops = [{} for _ in ViewsConfig().crops]
+        if isinstance(crops, list) and isinstance(preset, str):  # anything else: _build names the problem
+            views["crops"] = [{**view_preset(preset, i), **g} if isinstance(g, dict) else g for i, g in enumerate(crops)]
     return _build(Config, raw, "")
 
 
 def _set_path(raw: dict, keys: list[str], value: Any) -> None:
-    node = raw
-    for k in keys[:-1]:
-        nxt = node.setdefault(k, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override {'.'.join(keys)}: {k} is not a section; allowed: {OVERRIDE}")
+    """Set ``raw[k0][k1]...`` to value; a numeric key indexes a list (``views.crops.1.size``), which
+    grows by empty groups up to it, so ``views.crops.1.x=...`` edits the second default group."""
+    node: Any = raw
+    for i, k in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not k.isdigit():
+                raise ConfigError(f"override {'.'.join(keys)}: {'.'.join(keys[:i])} is a list; "
+                                  f"allowed: an index, e.g. {'.'.join(keys[:i])}.0")
+            k = int(k)
+            node.extend({} for _ in range(k + 1 - len(node)))
+        elif not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {keys[i - 1]} is not a section; allowed: {OVERRIDE}")
+        if last:
+            node[k] = value
+            return
+        nxt = node.get(k) if isinstance(node, dict) else node[k]
+        if nxt is None:  # an absent list of crop groups starts as the default groups, not as none
+            nxt = [{} for _ in ViewsConfig().crops] if k == "crops" else [] if keys[i + 1].isdigit() else {}
+            node[k] = nxt
         node = nxt
-    node[keys[-1]] = value
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -349,6 +385,10 @@ def _coerce(tp: Any, value: Any, name: str, nullable: bool = False) -> Any:
             kinds = "numbers" if set(args) <= {int, float} else "values"
             raise ConfigError(f"{name}: {value!r} is not a list of {len(args)}; allowed: a list of {len(args)} {kinds}")
         return tuple(_coerce(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is list:
+        if not isinstance(value, list) or not value:
+            raise _wrong(name, value, "a non-empty list", nullable)
+        return [_coerce(args[0], v, f"{name}.{i}") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             kind = {float: "a mapping of name: number", float | bool: "a mapping of name: number or true/false"}
@@ -404,7 +444,7 @@ def _range(name: str, value: float | None, lo: float | None = None, hi: float | 
 def validate(cfg: Config) -> None:
     """Check every value; raise ConfigError naming the first bad field. Reads no data."""
     from sslray import data as data_mod
-    from sslray import losses, models
+    from sslray import methods, models
 
     d = cfg.data
     _choice("data.source", d.source, list(data_mod.SOURCES))
@@ -424,10 +464,12 @@ def validate(cfg: Config) -> None:
     _range("data.synthetic_image_size", d.synthetic_image_size, 8)
 
     v = cfg.views
-    _choice("views.preset", v.preset, ["symmetric", "asymmetric", "custom"])
+    _choice("views.preset", v.preset, list(PRESETS))
     _range("views.size", v.size, 8)
-    for i, vc in ((1, v.view1), (2, v.view2)):
-        p = f"views.view{i}."
+    for i, vc in enumerate(v.crops):
+        p = f"views.crops.{i}."
+        _range(p + "count", vc.count, 1)
+        _range(p + "size", vc.size, 8)
         for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p", "solarize_threshold"):
             _range(p + name, getattr(vc, name), 0, 1)
         for name in ("brightness", "contrast", "saturation"):
@@ -455,17 +497,23 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.projector: {e}") from None
     # here, where the encoder is known: too small a view would fail (small_cnn) or degenerate (ResNets)
     # at the first step, after the run directory exists
-    smallest = models.min_input_size(m.encoder, m.stem, v.size)
-    if v.size < smallest:
-        stem = "" if m.encoder == "small_cnn" else f" with model.stem={m.stem}"
-        raise ConfigError(f"views.size: {v.size} is too small for model.encoder={m.encoder}{stem}; "
-                          f"allowed: >= {smallest}")
+    smallest = models.min_input_size(m.encoder, m.stem, v.size)  # the stem is chosen for views.size
+    stem = "" if m.encoder == "small_cnn" else f" with model.stem={m.stem}"
+    for where, size in [("views.size", v.size)] + [(f"views.crops.{i}.size", g.size) for i, g in enumerate(v.crops)]:
+        if size is not None and size < smallest:
+            raise ConfigError(f"{where}: {size} is too small for model.encoder={m.encoder}{stem}; "
+                              f"allowed: >= {smallest}")
 
-    _choice("loss.name", cfg.loss.name, list(losses.LOSSES))
+    _choice("loss.name", cfg.loss.name, list(methods.METHODS))
     try:
-        losses.build_loss(cfg.loss.name, cfg.loss.params, dim=dim)
+        methods.check_method(cfg.loss.name, cfg.loss.params, dim=dim)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"loss.params: {e}") from None
+    crops = [g.count for g in v.crops]
+    wanted = methods.METHODS[cfg.loss.name].crops
+    if wanted is not None and sum(crops) != wanted:
+        raise ConfigError(f"views.crops: {cfg.loss.name} takes {wanted} crops per image, these groups give "
+                          f"{sum(crops)} ({' + '.join(map(str, crops))}); allowed: counts summing to {wanted}")
 
     o = cfg.optim
     _choice("optim.name", o.name, ["sgd", "adamw", "lars"])

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from sslray import data as data_mod
 from sslray.config import Config
 from sslray.eval import collapse_stats, extract_features, knn_accuracy, probe_accuracy
-from sslray.losses import build_loss
-from sslray.models import build_model
+from sslray.methods import build_method
+from sslray.methods.base import fp32
 from sslray.optim import build_optimizer, lr_factor, scaled_lr, set_lr
 from sslray.parallel import wrap_data_parallel
-from sslray.views import TwoViews
+from sslray.views import Crops
 
 
 class Reporter(Protocol):
@@ -103,22 +103,20 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
     num_classes = len(train.classes)
     train_images = train.images.to(rt.device)
     train_labels = train.labels.to(rt.device)
-    views = TwoViews(cfg.views)
+    views = Crops(cfg.views)
 
-    # ---- model, loss, optimisers
-    torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = build_model(cfg, num_classes).to(rt.device)
+    # ---- the method (encoder, projector, probe and whatever networks and state it owns), optimisers
+    torch.manual_seed(t.seed)  # identical initial weights (and queues) on every rank
+    model = build_method(cfg, num_classes).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = build_loss(cfg.loss.name, cfg.loss.params, dim=model.projector.out_dim).to(rt.device)
     global_batch = t.batch_size * rt.world_size
-    optimizer = build_optimizer(o, torch.nn.ModuleList([model.encoder, model.projector]), global_batch)
+    optimizer = build_optimizer(o, model.param_groups(), global_batch)
     probe_optimizer = torch.optim.AdamW(model.probe.parameters(), lr=o.probe_lr, weight_decay=0.0)
     start_epoch, best = 0, {}
     resume = reporter.resume_state()
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        loss_fn.load_state_dict(resume["loss"])
+        model.load_state_dict(method_state(resume))
         optimizer.load_state_dict(resume["optimizer"])
         probe_optimizer.load_state_dict(resume["probe_optimizer"])
         start_epoch, best = resume["epoch"], dict(resume.get("best", {}))
@@ -143,7 +141,6 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         reporter.report(metrics, None)
     for epoch in range(start_epoch, t.epochs):
         net.train()
-        loss_fn.train()
         batches = shard_batches(len(train), t.batch_size, epoch, t.seed, rt.rank, rt.world_size).to(rt.device)
         gen = torch.Generator(rt.device).manual_seed(epoch_seed(t.seed, epoch, rt.rank))
         sums: dict[str, torch.Tensor] = {}  # running sums stay on the device: no per-step host sync
@@ -151,11 +148,12 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         for step in range(steps_per_epoch):
             global_step = epoch * steps_per_epoch + step
             lr = base_lr * lr_factor(global_step, total_steps, warmup_steps, o.min_lr_ratio)
-            set_lr(optimizer, lr)
+            set_lr(optimizer, lr, base_lr)
             idx = batches[step]
-            v1, v2 = views(train_images[idx], gen)
-            out, probe_loss = train_step(net, model, loss_fn, (optimizer, probe_optimizer), v1, v2,
-                                         train_labels[idx], rt, o.grad_clip)
+            crops = views(train_images[idx], gen)
+            out, probe_loss = train_step(net, model, (optimizer, probe_optimizer), crops, train_labels[idx], rt,
+                                         o.grad_clip)
+            model.after_step(global_step, total_steps)  # EMA targets, queues: from the configured total
             for name, value in {"loss": out.total, **{f"loss_{k}": v for k, v in out.terms.items()},
                                 "probe_loss": probe_loss}.items():
                 sums[name] = sums.get(name, 0) + value.detach()
@@ -195,7 +193,7 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         if last or (t.checkpoint_every and (epoch + 1) % t.checkpoint_every == 0):
             checkpoint = {
                 "epoch": epoch + 1, "config": cfg.to_dict(), "num_classes": num_classes,
-                "model": model.state_dict(), "loss": loss_fn.state_dict(),
+                "model": model.state_dict(),  # the method's: networks, target, queue, loss state
                 "optimizer": optimizer.state_dict(), "probe_optimizer": probe_optimizer.state_dict(),
                 "rng": {"torch": torch.get_rng_state()}, "metrics": metrics, "best": best,
             }
@@ -206,25 +204,28 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
     return {"status": status, "reason": reason, "epochs_completed": completed, "metrics": metrics, "best": best}
 
 
-def _fp32(x: torch.Tensor) -> torch.Tensor:
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+def method_state(checkpoint: dict) -> dict:
+    """The method's state_dict from a checkpoint; one written before methods owned their loss kept
+    the loss's state (TiCo's C) under "loss", which is now the method's submodule ``loss``."""
+    state = dict(checkpoint["model"])
+    state.update({f"loss.{k}": v for k, v in checkpoint.get("loss", {}).items()})
+    return state
 
 
-def train_step(net, model, loss_fn, optimizers, v1, v2, labels, rt: Runtime, grad_clip: float | None = None):
-    """One optimisation step of encoder + projector (SSL loss) and the online probe (cross-entropy
-    on detached representations). ``net`` is ``model`` or its DDP wrapper. Returns the loss output
+def train_step(net, model, optimizers, crops, labels, rt: Runtime, grad_clip: float | None = None):
+    """One optimisation step of the method (its own loss) and the online probe (cross-entropy on
+    detached representations). ``net`` is ``model`` or its DDP wrapper. Returns the method's output
     and the probe loss, still on the device (reading them is a host sync)."""
     if rt.channels_last:
-        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+        crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
     with torch.autocast(rt.device.type, dtype=rt.amp_dtype) if rt.amp_dtype else contextlib.nullcontext():
-        h, z1, z2 = net(v1, v2)
-    out = loss_fn(_fp32(z1), _fp32(z2))  # losses in fp32 at least: bf16 covariances lose the off-diagonals
-    probe_loss = F.cross_entropy(model.probe(_fp32(h.detach())), labels)
+        out = net(crops)  # the method runs its loss in fp32 itself
+    probe_loss = F.cross_entropy(model.probe(fp32(out.rep.detach())), labels)
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     (out.total + probe_loss).backward()  # the probe sees detached features: no gradient into the encoder
     if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for g in optimizers[0].param_groups for p in g["params"]], grad_clip)
     for opt in optimizers:
         opt.step()
     return out, probe_loss

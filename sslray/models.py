@@ -1,4 +1,4 @@
-"""Encoders and the projector.
+"""Encoders and the projector (methods own them: sslray.methods).
 
 The encoder output is the *representation* (what kNN / linear probes and downstream users see);
 the projector output is the *embedding* the SSL loss sees. They are kept separate on purpose:
@@ -32,14 +32,17 @@ def projector_dims(spec: str) -> list[int]:
 
 
 class Projector(nn.Sequential):
-    """Linear-BN-ReLU blocks and a plain last Linear (VICReg / Barlow Twins style)."""
+    """Linear-BN-ReLU blocks and a plain last Linear (VICReg / Barlow Twins / SimCLR / BYOL style);
+    ``last_bn``: a BatchNorm without affine parameters after the last Linear (SimSiam)."""
 
-    def __init__(self, in_dim: int, spec: str):
+    def __init__(self, in_dim: int, spec: str, last_bn: bool = False):
         dims = [in_dim] + projector_dims(spec)
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-2], dims[1:-1]):
             layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
         layers.append(nn.Linear(dims[-2], dims[-1], bias=False))
+        if last_bn:
+            layers.append(nn.BatchNorm1d(dims[-1], affine=False))
         super().__init__(*layers)
         self.out_dim = dims[-1]
 
@@ -135,32 +138,3 @@ def build_encoder(name: str, stem: str = "auto", image_size: int = 32, width: in
     net.out_dim = net.fc.in_features
     net.fc = nn.Identity()
     return net
-
-
-class SSLModel(nn.Module):
-    """Encoder + projector + online linear probe.
-
-    The probe sits on *detached* representations, so it never shapes the encoder; it gives one
-    cheap accuracy figure per epoch (solo-learn's online probe).
-    """
-
-    def __init__(self, encoder: nn.Module, projector_spec: str, num_classes: int):
-        super().__init__()
-        self.encoder = encoder
-        self.projector = Projector(encoder.out_dim, projector_spec)
-        self.probe = nn.Linear(encoder.out_dim, num_classes)
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
-        # One encoder pass on both views (the official VICReg code makes two): BatchNorm statistics
-        # then cover both views, and DDP sees a single forward per step; one large conv batch is
-        # also cheaper than two half-size ones.
-        h = self.encoder(torch.cat([x1, x2]))
-        z = self.projector(h)
-        n = x1.shape[0]
-        return h[:n], z[:n], z[n:]
-
-
-def build_model(cfg, num_classes: int) -> SSLModel:
-    """SSLModel from a :class:`sslray.config.Config`."""
-    enc = build_encoder(cfg.model.encoder, cfg.model.stem, cfg.views.size, cfg.model.width)
-    return SSLModel(enc, cfg.model.projector, num_classes)

@@ -47,23 +47,29 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights (decayed, LARS-adapted) and biases/norm parameters (neither)."""
-    decay, no_decay = [], []
-    for p in module.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "lars": True},
-        {"params": no_decay, "weight_decay": 0.0, "lars": False},
-    ]
+def param_groups(groups: nn.Module | list[dict], weight_decay: float) -> list[dict]:
+    """Each group (a method's ``param_groups()``, or one module's parameters) split in two: weights
+    (decayed, LARS-adapted) and biases/norm parameters (neither); a group's other options (such as
+    ``fixed_lr``) are kept on both halves. Empty halves are dropped."""
+    if isinstance(groups, nn.Module):
+        groups = [{"params": list(groups.parameters())}]
+    out = []
+    for group in groups:
+        options = {k: v for k, v in group.items() if k != "params"}
+        decay, no_decay = [], []
+        for p in group["params"]:
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        out += [{"params": ps, **options, "weight_decay": wd, "lars": lars}
+                for ps, wd, lars in ((decay, weight_decay, True), (no_decay, 0.0, False)) if ps]
+    return out
 
 
 def scaled_lr(cfg_optim, global_batch: int) -> float:
     return cfg_optim.lr * global_batch / cfg_optim.lr_batch_size
 
 
-def build_optimizer(cfg_optim, module: nn.Module, global_batch: int) -> torch.optim.Optimizer:
+def build_optimizer(cfg_optim, module: nn.Module | list[dict], global_batch: int) -> torch.optim.Optimizer:
     lr = scaled_lr(cfg_optim, global_batch)
     groups = param_groups(module, cfg_optim.weight_decay)
     if cfg_optim.name == "lars":
@@ -86,6 +92,8 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float =
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, base_lr: float | None = None) -> None:
+    """The scheduled ``lr`` on every group; ``base_lr`` on groups marked ``fixed_lr`` (SimSiam's
+    predictor: "we do not decay the learning rate of the predictor", Chen & He 2021, §4.4)."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = base_lr if g.get("fixed_lr") and base_lr is not None else lr

@@ -70,10 +70,15 @@ def convert_global_batchnorm(module: nn.Module) -> nn.Module:
 
 def wrap_data_parallel(model: nn.Module, device: torch.device, sync_batchnorm: bool) -> nn.Module:
     """DDP over the initialised process group, BatchNorm synchronised when asked: torch's
-    SyncBatchNorm kernels on CUDA, :class:`GlobalBatchNorm` elsewhere. Modifies ``model`` in place."""
+    SyncBatchNorm kernels on CUDA, :class:`GlobalBatchNorm` elsewhere. Modifies ``model`` in place.
+
+    A method's own buffers (``model.rank_state()``: TiCo's C, queues) are kept out of DDP's
+    per-forward broadcast from rank 0 (see :mod:`sslray.methods.base` for why, per buffer)."""
     if sync_batchnorm:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             model = convert_global_batchnorm(model)
+    if hasattr(model, "rank_state"):
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, model.rank_state())
     return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)

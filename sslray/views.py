@@ -1,4 +1,4 @@
-"""The SSL two-view augmentation, as batched tensor operations on the training device.
+"""The SSL crops (two views, or multi-crop), as batched tensor operations on the training device.
 
 torchvision's v2 transforms applied to a batched tensor draw *one* set of random parameters for
 the whole batch -- useless for SSL, where every image needs its own crop, flip and colours in each
@@ -127,20 +127,22 @@ def _normalise(x: torch.Tensor, cfg: ViewsConfig) -> torch.Tensor:
     return (x - mean) / std
 
 
-class TwoViews:
-    """uint8 [B,3,H,W] -> two normalised float32 views [B,3,size,size], on the images' device."""
+class Crops:
+    """uint8 [B,3,H,W] -> every crop of ``views.crops``, normalised float32 [B,3,s,s], on the
+    images' device, in group order (two views by default; multi-crop adds groups of small crops)."""
 
     def __init__(self, cfg: ViewsConfig):
         self.cfg = cfg
+        self.groups = [(g, g.size or cfg.size) for g in cfg.crops for _ in range(g.count)]
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         x = images.float().div_(255)
         b, _, h, w = x.shape
         out = []
-        for vc in (self.cfg.view1, self.cfg.view2):
+        for vc, size in self.groups:
             params = sample_view_params(vc, b, h, w, generator)
-            out.append(_normalise(apply_view(x, params, vc, self.cfg.size), self.cfg))
-        return out[0], out[1]
+            out.append(_normalise(apply_view(x, params, vc, size), self.cfg))
+        return out
 
 
 def eval_view(images: torch.Tensor, cfg: ViewsConfig) -> torch.Tensor:

@@ -121,8 +121,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, tiny_cfg, ckp
 MORE = [
     ("unknown-section", "train", ["{cfg}", "bogus.x=1"], "config: unknown key(s) bogus"),
     ("section-not-a-mapping", "train", ["{cfg}", "train=5"], "train: 5 is not a mapping"),
-    ("view-not-a-mapping", "train", ["{cfg}", "views.view1=5"], "views.view1: 5 is not a mapping"),
-    ("list-expected", "train", ["{cfg}", "views.view1.crop_scale=0.5"], "views.view1.crop_scale: 0.5 is not a list"),
+    ("view-not-a-mapping", "train", ["{cfg}", "views.crops.0=5"], "views.crops.0: 5 is not a mapping"),
+    ("list-expected", "train", ["{cfg}", "views.crops.0.crop_scale=0.5"], "views.crops.0.crop_scale: 0.5 is not a list"),
     ("loss-param-out-of-range", "train", ["{cfg}", "loss.name=tico", "loss.params.beta=1.5"], "loss.params: beta"),
     ("loss-param-unknown", "train", ["{cfg}", "loss.params.gamma=1"], "loss.params: unknown parameter(s) gamma"),
     ("limit-and-fraction", "train", ["{cfg}", "data.limit=10", "data.fraction=0.5"], "data.limit / data.fraction"),

@@ -28,17 +28,20 @@ def test_recipes_exist():
 
 def test_overrides_are_typed_and_nested():
     cfg = load_config(None, ["train.epochs=7", "optim.lr=1e-3", "loss.name=tico", "loss.params.beta=0.5",
-                             "views.view2.solarize_p=0.3", "train.channels_last=true"])
+                             "views.crops.1.solarize_p=0.3", "train.channels_last=true"])
     assert cfg.train.epochs == 7 and cfg.optim.lr == pytest.approx(1e-3)
     assert cfg.loss.params == {"beta": 0.5}
-    assert cfg.views.view2.solarize_p == 0.3 and cfg.views.view1.solarize_p == 0.1  # preset default kept
+    assert cfg.views.crops[1].solarize_p == 0.3 and cfg.views.crops[0].solarize_p == 0.1  # preset default kept
     assert cfg.train.channels_last == "true"
 
 
 def test_asymmetric_preset_and_explicit_override():
-    cfg = load_config({"views": {"preset": "asymmetric", "view1": {"blur_p": 0.5}}})
-    assert (cfg.views.view1.blur_p, cfg.views.view2.blur_p) == (0.5, 0.1)
-    assert (cfg.views.view1.solarize_p, cfg.views.view2.solarize_p) == (0.0, 0.2)
+    cfg = load_config({"views": {"preset": "asymmetric", "crops": [{"blur_p": 0.5}, {}]}})
+    assert (cfg.views.crops[0].blur_p, cfg.views.crops[1].blur_p) == (0.5, 0.1)
+    assert (cfg.views.crops[0].solarize_p, cfg.views.crops[1].solarize_p) == (0.0, 0.2)
+    # a config saved before crop groups (a checkpoint's, an old run's) still loads: view1/view2 are the two groups
+    old = load_config({"views": {"preset": "asymmetric", "view1": {"blur_p": 0.5}, "view2": {}}})
+    assert old.views == cfg.views
 
 
 @pytest.mark.parametrize("overrides, field, allowed", [
@@ -58,8 +61,14 @@ def test_asymmetric_preset_and_explicit_override():
     (["model.projector=12-x"], "model.projector", "2048-2048-2048"),
     (["optim.name=adam"], "optim.name", "lars"),
     (["train.device=tpu"], "train.device", "cuda"),
-    (["views.view1.hflip_p=1.5"], "views.view1.hflip_p", "[0, 1]"),
-    (["views.view1.crop_scale=[0.5, 0.2]"], "views.view1.crop_scale[1]", "[0.5, 1]"),
+    (["views.crops.0.hflip_p=1.5"], "views.crops.0.hflip_p", "[0, 1]"),
+    (["views.crops.0.crop_scale=[0.5, 0.2]"], "views.crops.0.crop_scale[1]", "[0.5, 1]"),
+    (["views.crops.1.count=0"], "views.crops.1.count", "[1, inf)"),
+    (["views.crops.2.count=2"], "views.crops: vicreg takes 2 crops per image, these groups give 4 (1 + 1 + 2)",
+     "allowed: counts summing to 2"),
+    (["model.encoder=small_cnn", "views.crops.1.size=12"], "views.crops.1.size: 12 is too small", ">= 16"),
+    (["views.crops=[]"], "views.crops", "a non-empty list"),
+    (["views.crops.x=1"], "views.crops is a list", "an index"),
     (["data.source=imagenet"], "data.source", "parquet"),
     (["data.source=parquet"], "data.train_path", "required"),
     (["data.fraction=0"], "data.fraction", "(0, 1]"),
@@ -70,14 +79,14 @@ def test_asymmetric_preset_and_explicit_override():
     (["train.num_threads=x"], "train.num_threads", "an integer or null"),
     (["optim.lr=x"], "optim.lr", "a number"),
     (["model.sync_batchnorm=2"], "model.sync_batchnorm", "true, false"),
-    (["views.view1.crop_scale=0.5"], "views.view1.crop_scale", "a list of 2 numbers"),
+    (["views.crops.0.crop_scale=0.5"], "views.crops.0.crop_scale", "a list of 2 numbers"),
     (["loss.params=3"], "loss.params", "a mapping of name: number"),
     (["data.limit=10", "data.fraction=0.5"], "data.limit / data.fraction", "at most one"),
     (["train.epochs"], "override 'train.epochs'", "key.sub=value"),
     (["=3"], "override '=3'", "key.sub=value"),
     (["train.epochs=[1"], "override 'train.epochs=[1'", "key.sub=value"),
     (["train.epochs=3", "train.epochs.x=1"], "override train.epochs.x", "key.sub=value"),
-    (["views.view2=[1]"], "views.view2", "a mapping of blur_p"),
+    (["views.crops.1=[1]"], "views.crops.1", "a mapping of blur_p"),
     (["model.encoder=small_cnn", "views.size=8"], "views.size: 8 is too small for model.encoder=small_cnn", ">= 16"),
     (["model.stem=imagenet", "views.size=16"], "views.size: 16 is too small for model.encoder=resnet18 with "
                                                 "model.stem=imagenet", ">= 17"),

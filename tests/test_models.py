@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sslray.models import Projector, SSLModel, build_encoder, min_input_size, projector_dims
+from sslray.models import Projector, build_encoder, min_input_size, projector_dims
 
 
 def test_cifar_stem_keeps_resolution_and_imagenet_stem_downsamples():
@@ -35,11 +35,26 @@ def test_projector_spec():
             projector_dims(bad)
 
 
-def test_ssl_model_separates_representation_and_embedding():
-    m = SSLModel(build_encoder("small_cnn", width=4), "16-8", num_classes=10)
-    h, z1, z2 = m(torch.randn(5, 3, 32, 32), torch.randn(5, 3, 32, 32))
-    assert h.shape == (5, 32) and z1.shape == z2.shape == (5, 8)
-    assert m.probe.in_features == 32 and m.probe.out_features == 10
+def test_a_method_separates_representation_and_embedding():
+    from sslray.methods.vicreg import VICReg
+
+    m = VICReg(build_encoder("small_cnn", width=4), "16-8", num_classes=10)
+    out = m([torch.randn(5, 3, 32, 32), torch.randn(5, 3, 32, 32)])
+    assert out.rep.shape == (5, 32) and set(out.terms) == {"inv", "var", "cov"}
+    assert m.probe.in_features == 32 and m.probe.out_features == 10 and m.projector.out_dim == 8
+
+
+def test_the_encoder_runs_once_per_crop_size():
+    from sslray.methods.base import run_by_size
+
+    calls = []
+    enc = build_encoder("small_cnn", width=4)
+    enc.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape))
+    crops = [torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)] + [torch.randn(3, 3, 16, 16) for _ in range(4)]
+    reps = run_by_size(enc.eval(), crops)
+    assert [tuple(c) for c in calls] == [(6, 3, 32, 32), (12, 3, 16, 16)]  # two forwards: one per size
+    for c, r in zip(crops, reps):  # each crop's representation, in crop order
+        torch.testing.assert_close(r, enc(c), rtol=1e-5, atol=1e-6)
 
 
 def _strided_inputs(enc, size):

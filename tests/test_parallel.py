@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 
 from sslray.config import load_config
-from sslray.losses import LOSSES, build_loss
+from sslray.losses import LOSSES
 from sslray.loop import Runtime, train_step
-from sslray.models import build_model
+from sslray.methods import build_method
 from sslray.optim import build_optimizer
 from sslray.parallel import GlobalBatchNorm, wrap_data_parallel
 
@@ -40,11 +40,10 @@ def _batch():
 def _setup(case):
     cfg = _cfg(case)
     torch.manual_seed(0)
-    model = build_model(cfg, 10).double()
-    loss_fn = build_loss(cfg.loss.name, cfg.loss.params, dim=16).double()
-    opt = build_optimizer(cfg.optim, torch.nn.ModuleList([model.encoder, model.projector]), B)
+    model = build_method(cfg, 10).double()
+    opt = build_optimizer(cfg.optim, model.param_groups(), B)
     probe_opt = torch.optim.AdamW(model.probe.parameters(), lr=1e-3)
-    return model, loss_fn, (opt, probe_opt)
+    return model, model.loss, (opt, probe_opt)
 
 
 def _state(model, loss_fn, out, probe_loss):
@@ -63,7 +62,7 @@ def _worker(rank, world):
         model, loss_fn, opts = _setup(case)
         net = wrap_data_parallel(model, rt.device, sync_batchnorm=True)
         assert any(isinstance(m, GlobalBatchNorm) for m in model.modules())
-        out, probe_loss = train_step(net, model, loss_fn, opts, v1[sl].double(), v2[sl].double(), y[sl], rt)
+        out, probe_loss = train_step(net, model, opts, [v1[sl].double(), v2[sl].double()], y[sl], rt)
         for t in (out.total, probe_loss):
             dist.all_reduce(t)
             t /= world
@@ -81,7 +80,7 @@ def two_workers(tmp_path_factory):
 def test_full_step_two_workers_equal_one_worker(two_workers, case):
     model, loss_fn, opts = _setup(case)
     v1, v2, y = _batch()
-    out, probe_loss = train_step(model, model, loss_fn, opts, v1.double(), v2.double(), y,
+    out, probe_loss = train_step(model, model, opts, [v1.double(), v2.double()], y,
                                  Runtime(torch.device("cpu"), None, False, 0, 1))
     ref = _state(model, loss_fn, out, probe_loss)
     assert ref["grads"] and (ref["loss_state"] or not hasattr(loss_fn, "C"))

@@ -59,7 +59,7 @@ def test_two_workers_through_the_cli(tmp_path):
     from sslray.checkpoint import load_checkpoint
 
     state = load_checkpoint(summary["checkpoint"])
-    assert state["epoch"] == 2 and state["loss"]["C"].abs().sum() > 0  # TiCo's C travels in the checkpoint
+    assert state["epoch"] == 2 and state["model"]["loss.C"].abs().sum() > 0  # TiCo's C travels in the checkpoint
 
 
 def _all_ray_worker_pids() -> list[int]:

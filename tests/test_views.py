@@ -7,8 +7,8 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 
 from sslray import views_ops as ops
-from sslray.config import ViewConfig, ViewsConfig
-from sslray.views import TwoViews, blur_kernel_size, eval_view, sample_crop_boxes, sample_view_params
+from sslray.config import CropGroup, ViewConfig, ViewsConfig
+from sslray.views import Crops, blur_kernel_size, eval_view, sample_crop_boxes, sample_view_params
 
 
 def _images(n=8, size=32, seed=0):
@@ -18,16 +18,16 @@ def _images(n=8, size=32, seed=0):
 def test_two_views_shapes_determinism_and_independence():
     cfg = ViewsConfig(size=24)
     x = _images(16)
-    a1, a2 = TwoViews(cfg)(x, torch.Generator().manual_seed(3))
-    b1, b2 = TwoViews(cfg)(x, torch.Generator().manual_seed(3))
+    a1, a2 = Crops(cfg)(x, torch.Generator().manual_seed(3))
+    b1, b2 = Crops(cfg)(x, torch.Generator().manual_seed(3))
     assert a1.shape == a2.shape == (16, 3, 24, 24) and a1.dtype == torch.float32
     assert torch.equal(a1, b1) and torch.equal(a2, b2)  # same generator state -> same views
     assert not torch.allclose(a1, a2)  # the two views differ
-    c1, _ = TwoViews(cfg)(x, torch.Generator().manual_seed(4))
+    c1, _ = Crops(cfg)(x, torch.Generator().manual_seed(4))
     assert not torch.allclose(a1, c1)
     # per-image parameters: the same image repeated gets different crops
     same = x[:1].repeat(16, 1, 1, 1)
-    v1, _ = TwoViews(cfg)(same, torch.Generator().manual_seed(5))
+    v1, _ = Crops(cfg)(same, torch.Generator().manual_seed(5))
     assert len({tuple(v.flatten()[:50].tolist()) for v in v1}) == 16
     # normalised range: (0 - mean)/std .. (1 - mean)/std
     lo = min((0 - m) / s for m, s in zip(cfg.mean, cfg.std))
@@ -81,15 +81,14 @@ def test_application_rates_and_factor_ranges():
 
 def test_zero_and_one_probabilities():
     x = _images(64)
-    never = ViewsConfig(view1=ViewConfig(crop_scale=(1, 1), crop_ratio=(1, 1), hflip_p=0, jitter_p=0, grayscale_p=0,
-                                         blur_p=0, solarize_p=0))
-    never.view2 = never.view1
-    v1, v2 = TwoViews(never)(x, torch.Generator().manual_seed(0))
+    plain = CropGroup(crop_scale=(1, 1), crop_ratio=(1, 1), hflip_p=0, jitter_p=0, grayscale_p=0, blur_p=0, solarize_p=0)
+    never = ViewsConfig(crops=[plain, plain])
+    v1, v2 = Crops(never)(x, torch.Generator().manual_seed(0))
     torch.testing.assert_close(v1, eval_view(x, never))  # full-image crop, nothing else: the eval view
     torch.testing.assert_close(v2, v1)
-    always = ViewConfig(crop_scale=(1, 1), crop_ratio=(1, 1), hflip_p=1, jitter_p=0, grayscale_p=1, blur_p=0,
-                        solarize_p=0)
-    v, _ = TwoViews(ViewsConfig(view1=always, view2=always, mean=(0, 0, 0), std=(1, 1, 1)))(x, torch.Generator())
+    always = CropGroup(crop_scale=(1, 1), crop_ratio=(1, 1), hflip_p=1, jitter_p=0, grayscale_p=1, blur_p=0,
+                       solarize_p=0, count=2)
+    v, _ = Crops(ViewsConfig(crops=[always], mean=(0, 0, 0), std=(1, 1, 1)))(x, torch.Generator())
     gray = ops.grayscale(x.float() / 255).flip(-1).expand(-1, 3, -1, -1)
     torch.testing.assert_close(v, gray, atol=1e-5, rtol=0)
 
@@ -145,9 +144,19 @@ def test_asymmetric_preset_blurs_view1_and_solarizes_view2():
     from sslray.config import load_config
 
     cfg = load_config({"views": {"preset": "asymmetric"}}).views
-    p1 = sample_view_params(cfg.view1, 2000, 32, 32, torch.Generator().manual_seed(0))
-    p2 = sample_view_params(cfg.view2, 2000, 32, 32, torch.Generator().manual_seed(1))
+    p1 = sample_view_params(cfg.crops[0], 2000, 32, 32, torch.Generator().manual_seed(0))
+    p2 = sample_view_params(cfg.crops[1], 2000, 32, 32, torch.Generator().manual_seed(1))
     assert p1["blur"].all() and not p1["solarize"].any()
     assert p2["blur"].float().mean().item() == pytest.approx(0.1, abs=0.02)
     assert p2["solarize"].float().mean().item() == pytest.approx(0.2, abs=0.03)
-    assert math.isclose(cfg.view1.hflip_p, 0.5)
+    assert math.isclose(cfg.crops[0].hflip_p, 0.5)
+
+
+def test_crop_groups_give_multi_crop_in_group_order():
+    from sslray.config import from_dict  # the views alone (a two-view method would refuse five crops)
+
+    cfg = from_dict({"views": {"size": 24, "crops": [{"count": 2}, {"count": 3, "size": 12, "crop_scale": [0.05, 0.4]}]}}).views
+    assert [g.count for g in cfg.crops] == [2, 3] and cfg.crops[1].solarize_p == 0.1  # preset defaults per group
+    crops = Crops(cfg)(_images(4), torch.Generator().manual_seed(0))
+    assert [tuple(c.shape) for c in crops] == [(4, 3, 24, 24)] * 2 + [(4, 3, 12, 12)] * 3
+    assert not torch.allclose(crops[2], crops[3])  # each crop its own draw

@@ -42,7 +42,8 @@ def evaluate_checkpoint(source: str, overrides: list[str] | None = None, device:
     from sslray.checkpoint import load_checkpoint, saved_config
     from sslray.config import load_config
     from sslray.eval import collapse_stats, extract_features, knn_accuracy, linear_probe
-    from sslray.models import build_model
+    from sslray.loop import method_state
+    from sslray.methods import build_method
 
     if source.endswith((".yaml", ".yml")):
         cfg, state = _yaml_config(source, overrides), None
@@ -57,9 +58,9 @@ def evaluate_checkpoint(source: str, overrides: list[str] | None = None, device:
     torch.manual_seed(cfg.train.seed)
     # the online probe's width is the training data's class count: evaluating on other data (the
     # offline probe below is trained afresh) must still load the checkpoint's weights
-    model = build_model(cfg, len(train.classes) if state is None else state.get("num_classes", len(train.classes)))
+    model = build_method(cfg, len(train.classes) if state is None else state.get("num_classes", len(train.classes)))
     if state is not None:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(method_state(state))
     model.to(dev)
     e = cfg.eval
     kw = dict(views_cfg=cfg.views, batch_size=e.feature_batch_size,

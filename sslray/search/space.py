@@ -176,7 +176,7 @@ def _check_path(path: str, base: Config) -> None:
 
 def _check_loss_params(params: list[ParamSpec], base: dict) -> None:
     """Each searched ``loss.params.X`` exists in every loss it can be sampled with."""
-    from sslray.losses import loss_params
+    from sslray.methods import method_params as loss_params
 
     by_path = {p.path: p for p in params}
     names = by_path["loss.name"].values if "loss.name" in by_path else [base["loss"]["name"]]
@@ -347,7 +347,7 @@ def _int(s: dict, key: str, default: int) -> int:
 
 def _check_ends(space: SearchSpace) -> None:
     """Every end of every range (and every choice) is a valid run, under conditions that activate it."""
-    from sslray.losses import loss_params
+    from sslray.methods import method_params as loss_params
 
     by_path = {p.path: p for p in space.params}
     for p in space.params:

@@ -1,0 +1,78 @@
+"""Methods: one file per method, each a :class:`~sslray.methods.base.Method` that owns its networks
+(projector, predictor, target network), its state (queue, running statistics) and its loss.
+
+The config's ``loss.name`` names the method and ``loss.params`` holds its paper-named parameters:
+
+    vicreg       lam=25, mu=25, nu=1, eps=1e-4                                (sslray.losses.vicreg)
+    tico         beta=0.9, rho=8                                              (sslray.losses.tico)
+    vicreg_tico  lam=25, mu=25, nu (required, ~1/dim), beta=0.9, eps=1e-4, center, offdiag,
+                 symmetric, bias_correction = False                           (sslray.losses.vicreg_tico)
+    barlow       lambda_bt=5e-3                                               (sslray.losses.barlow)
+
+and the methods registered below from their own files (their docstrings give formula, source and
+defaults). ``method_params(name)`` lists a method's parameters with their defaults.
+
+Example::
+
+    method = build_method(cfg, num_classes=10)      # cfg: sslray.config.Config
+    out = method(crops)                             # crops: list of [B, 3, s, s] normalised batches
+    out.total.backward(); optimiser.step(); method.after_step(step, total_steps)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sslray.methods.base import Method, MethodOutput
+from sslray.methods.barlow import BarlowTwins
+from sslray.methods.tico import TiCo
+from sslray.methods.vicreg import VICReg
+from sslray.methods.vicreg_tico import VICRegTiCo
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (VICReg, TiCo, VICRegTiCo, BarlowTwins)}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_params(name: str) -> dict[str, Any]:
+    """The paper-named parameters of method ``name`` and their defaults (None: must be given)."""
+    return METHODS[name].params()
+
+
+def check_method(name: str, params: dict[str, Any] | None, dim: int) -> None:
+    """``params`` are valid for method ``name`` with embeddings of width ``dim``; every problem is a
+    ValueError naming the parameter and what is allowed. Builds nothing large."""
+    from sslray.losses import _check_type
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
+    params = dict(params or {})
+    allowed = method_params(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for {name!r}; allowed: {', '.join(allowed)}")
+    types = METHODS[name].param_types()
+    for k, v in params.items():
+        _check_type(k, v, types[k])
+    METHODS[name].check(params, dim)
+
+
+def build_method(cfg, num_classes: int) -> Method:
+    """The method of a :class:`sslray.config.Config` (``loss.name``, ``loss.params``), its encoder
+    from ``model``; call under ``torch.manual_seed`` for identical initial weights on every rank."""
+    from sslray.models import build_encoder
+
+    check_method(cfg.loss.name, cfg.loss.params, _dim(cfg))
+    encoder = build_encoder(cfg.model.encoder, cfg.model.stem, cfg.views.size, cfg.model.width)
+    return METHODS[cfg.loss.name](encoder, cfg.model.projector, num_classes, **cfg.loss.params)
+
+
+def _dim(cfg) -> int:
+    from sslray.models import projector_dims
+
+    return projector_dims(cfg.model.projector)[-1]
+
+
+__all__ = ["METHODS", "Method", "MethodOutput", "build_method", "check_method", "method_params", "register"]

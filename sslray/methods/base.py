@@ -1,0 +1,129 @@
+"""What every method is: a module that owns its networks and its state.
+
+A :class:`Method` holds the online ``encoder`` (what downstream users and every evaluation see),
+the ``projector``, the online linear ``probe`` (on detached representations: it never shapes the
+encoder) and whatever else the method needs -- a predictor, an EMA target network, a queue,
+prototypes, a loss with a running statistic -- as submodules, parameters and buffers. So:
+
+- the checkpoint is ``method.state_dict()``: EMA networks, queues and TiCo's C survive a resume
+  with no per-method keys in the loop;
+- the loop calls three things only: ``forward(crops)`` (returns the total, the unweighted terms
+  and the representation the probe sees), ``param_groups()`` (what the optimiser updates -- never
+  a target network) and ``after_step(step, total_steps)`` (EMA from the step and the configured
+  total, queue updates), and has no method-specific branch.
+
+Crops arrive as a list of normalised image batches ``[B, 3, s, s]``, group by group as
+``views.crops`` lists them; :meth:`Method.encode` runs the encoder once per crop size (one batch
+per size: BatchNorm statistics cover every crop of that size, DDP sees one forward, one large
+conv batch is cheaper than several small ones).
+
+DDP and buffers. torch 2.15 re-broadcasts every module buffer from rank 0 on every forward by
+default (REFERENCE §10). BatchNorm running statistics keep that (they are what torch users expect,
+and with ``model.sync_batchnorm`` they are identical anyway). A method's own state (TiCo's C, a
+queue, an update count) is listed by :meth:`Method.rank_state`: either *replicated* -- computed on
+every rank from all-reduced or gathered values, so already identical, where a broadcast would only
+cost bandwidth (16 MiB per step for a 2048-wide C, 32 MiB for a 32k x 256 queue) -- or *per rank* by
+design (SwAV's queue), where a broadcast would be wrong. Both are excluded from DDP's buffer sync;
+the 2-vs-1-worker tests check that replicated state stays equal to one worker's.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from sslray.models import Projector
+
+
+class MethodOutput(NamedTuple):
+    total: torch.Tensor  # scalar to backpropagate
+    terms: dict[str, torch.Tensor]  # every loss term, unweighted, for logging
+    rep: torch.Tensor  # representations of the first crop [B, F] (the online probe's input; detached there)
+
+
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def full_precision(x: torch.Tensor):
+    """A context where autocast is off: losses run in fp32 at least (bf16 covariances lose the
+    off-diagonals, bf16 logits over a queue lose the temperature's resolution)."""
+    return torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) \
+        else contextlib.nullcontext()
+
+
+class Method(nn.Module):
+    """Base class; see the module docstring. Subclasses set ``name`` and ``crops`` and implement
+    ``forward``; their keyword-only ``__init__`` arguments are the method's paper-named parameters
+    (``loss.params`` in the config), with paper defaults, checked in :meth:`check`."""
+
+    name: ClassVar[str]
+    crops: ClassVar[int | None] = 2  # crops per image it takes (None: any number >= 2)
+    shape_params: ClassVar[tuple[str, ...]] = ()  # parameters that shape weights or state (a resume must keep them)
+
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = Projector(encoder.out_dim, projector)
+        self.probe = nn.Linear(encoder.out_dim, num_classes)
+
+    # ---- parameters (the config's loss.params)
+    @classmethod
+    def params(cls) -> dict[str, Any]:
+        """Paper-named parameters and their defaults (None: must be given)."""
+        import inspect
+
+        sig = inspect.signature(cls.__init__)
+        return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+    @classmethod
+    def param_types(cls) -> dict[str, Any]:
+        import typing
+
+        hints = typing.get_type_hints(cls.__init__)
+        return {k: hints[k] for k in cls.params()}
+
+    @classmethod
+    def check(cls, params: dict[str, Any], dim: int) -> None:
+        """Range-check ``params`` (names and types already checked) for embeddings of width ``dim``
+        without building anything; raise ValueError naming the parameter and what is allowed."""
+
+    # ---- what the loop calls
+    def encode(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The encoder's representation of every crop, the encoder run once per crop size."""
+        return run_by_size(self.encoder, crops)
+
+    def forward(self, crops: list[torch.Tensor]) -> MethodOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """What the optimiser updates, as groups of ``{"params": [...]}`` plus options
+        (``fixed_lr: True``: the learning-rate schedule does not apply). Never a target network,
+        never the probe (it has its own optimiser)."""
+        return [{"params": [p for m in (self.encoder, self.projector) for p in m.parameters()]}]
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after every optimiser step, ``step`` counted from 0 over the whole run (the same
+        on every rank), ``total_steps`` the configured total -- not an ASHA rung."""
+
+    def rank_state(self) -> list[str]:
+        """Names (in ``state_dict``) of buffers excluded from DDP's per-forward broadcast; see the
+        module docstring. Default: every buffer outside BatchNorm layers."""
+        norm = {f"{n}.{b}" if n else b for n, m in self.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) for b, _ in m.named_buffers(recurse=False)}
+        return [n for n, _ in self.named_buffers() if n not in norm]
+
+
+def run_by_size(net: nn.Module, crops: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``net`` applied to every crop, once per distinct crop size (crops of one size batched)."""
+    by_size: dict[tuple, list[int]] = {}
+    for i, c in enumerate(crops):
+        by_size.setdefault(tuple(c.shape[-2:]), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(crops)
+    for idx in by_size.values():
+        h = net(torch.cat([crops[i] for i in idx])) if len(idx) > 1 else net(crops[idx[0]])
+        for i, part in zip(idx, h.split([crops[i].shape[0] for i in idx])):
+            out[i] = part
+    return out  # type: ignore[return-value]
