@@ -1,0 +1,116 @@
+"""Every method at one CPU budget on the real CIFAR-10: the README's methods table.
+
+    python bench/methods_table.py [--root ../shared/data] [--limit 20000] [--epochs 10] [--methods a,b]
+
+Each method pretrains the same 5-conv CNN (sslray/recipes/cifar10_cpu_vicreg.yaml: width 16, a
+512-512-512 projector, LARS lr 0.3, batch 256) for the same epochs on the same class-stratified
+subset, with its paper defaults (``loss.params``) except the few settings listed in CPU_SETTINGS
+(a width or a queue scaled to this projector and subset, VICReg-TiCo's nu, which has no default).
+Nothing is tuned per method: this is the same-budget starting point a family search
+(search_spaces/family_cpu.yaml) improves on. Every trained encoder -- and the untrained one -- is
+then scored on all 10,000 test images: kNN (k=200, T=0.1) and an offline linear probe (50 epochs)
+on frozen representations.
+
+Results go to OUT/results.json (one entry per method, rerunning skips methods already there) and
+the table is printed as Markdown. One seed per method: differences of a point or two are within
+seed noise (docs/study_cpu.md measured a seed spread of ~0.5 points for one method); use
+``python -m sslray.compare`` for claims.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "sslray/recipes/cifar10_cpu_vicreg.yaml"
+# Per-method settings for this recipe (everything else: the method's paper defaults, sslray.methods)
+CPU_SETTINGS = {
+    "vicreg_tico": {"nu": 1 / 512},  # no default: ~1/D keeps the term at VICReg's scale (sslray.losses.vicreg_tico)
+    "moco": {"queue_size": 4096},  # 32768 on 50k images; a queue above the 20k subset would hold stale copies of a batch's images
+    "byol": {"pred_hidden": 512},  # the predictor as wide as this projector (4096 for 4096-256 in the paper)
+    "simsiam": {"pred_hidden": 128},  # the paper's bottleneck: 1/4 of the projector width (512 of 2048)
+}
+
+
+def run_method(name: str, args, out: Path) -> dict:
+    from sslray.config import load_config
+    from sslray.eval.__main__ import evaluate_checkpoint
+    from sslray.methods import method_params
+    from sslray.train import train_local
+
+    params = {**{k: v for k, v in method_params(name).items() if v is not None}, **CPU_SETTINGS.get(name, {})}
+    import yaml
+
+    raw = yaml.safe_load(RECIPE.read_text())
+    raw["loss"] = {"name": name, "params": params}  # the recipe's VICReg weights belong to VICReg
+    overrides = [f"data.root={args.root}", f"data.limit={args.limit}", "data.test_limit=2000",
+                 f"train.epochs={args.epochs}", f"train.output_dir={out}", f"train.run_name={name}",
+                 "train.checkpoint_every=0", "eval.every=0"]
+    cfg = load_config(raw, overrides)
+    t0 = time.perf_counter()
+    summary = train_local(cfg, out / name, echo=False)
+    wall = time.perf_counter() - t0
+    row = {"method": name, "params": params, "status": summary["status"], "reason": summary["reason"],
+           "train_wall_s": round(wall, 1)}
+    if summary["checkpoint"] is None:  # diverged before its first checkpoint: a row that says so
+        return {**row, "knn_top1": float("nan"), "probe_top1": float("nan"), "rankme": float("nan")}
+    scores = evaluate_checkpoint(summary["checkpoint"], ["data.test_limit=null", "eval.probe_epochs=50"])
+    return {**row, "knn_top1": scores["knn_top1"], "probe_top1": scores["probe_test_top1"], "rankme": scores["rankme"]}
+
+
+def untrained(args) -> dict:
+    from sslray.eval.__main__ import evaluate_checkpoint
+
+    scores = evaluate_checkpoint(str(RECIPE), [f"data.root={args.root}", f"data.limit={args.limit}", "data.test_limit=null",
+                                               "eval.probe_epochs=50"])  # the same kNN bank / probe data as the trained
+    return {"method": "untrained", "params": {}, "status": "-", "reason": None, "train_wall_s": 0.0,
+            "knn_top1": scores["knn_top1"], "probe_top1": scores["probe_test_top1"], "rankme": scores["rankme"]}
+
+
+def table(results: dict, args) -> str:
+    rows = [f"CIFAR-10, {args.limit} training images, {args.epochs} epochs, small_cnn width 16, projector "
+            "512-512-512, LARS lr 0.3, batch 256, one seed; scores on the 10,000 test images", "",
+            "| method | parameters | kNN top-1 | linear probe top-1 | train time |", "|---|---|---|---|---|"]
+    base = results.get("untrained")
+    for name, r in results.items():
+        params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()) or "-"
+        gain = f" ({100 * (r['knn_top1'] - base['knn_top1']):+.1f})" if base and name != "untrained" else ""
+        if r["status"] not in ("finished", "-"):
+            params += f" ({r['status']}: {r['reason']})"
+        rows.append(f"| {name} | {params} | {100 * r['knn_top1']:.1f} %{gain} | {100 * r['probe_top1']:.1f} % | "
+                    f"{r['train_wall_s'] / 60:.1f} min |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    from sslray.methods import METHODS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", default=str(ROOT.parent / "shared/data"))
+    ap.add_argument("--limit", type=int, default=20000)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    ap.add_argument("--out", default=str(ROOT / "experiments/methods_table"))
+    args = ap.parse_args()
+    names = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        ap.error(f"--methods: unknown {', '.join(unknown)}; allowed: {', '.join(METHODS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for name in ["untrained"] + names:
+        if name in results:
+            continue
+        results[name] = untrained(args) if name == "untrained" else run_method(name, args, out)
+        path.write_text(json.dumps(results, indent=1))  # after every method: an interrupted table keeps its rows
+        print(f"{name}: kNN {100 * results[name]['knn_top1']:.1f} %", flush=True)
+    order = ["untrained"] + [m for m in METHODS if m in results]
+    print(table({m: results[m] for m in order}, args))
+
+
+if __name__ == "__main__":
+    main()
