@@ -190,3 +190,18 @@ def test_two_workers_equal_one_worker(tmp_path):
     assert not torch.equal(ref["state"]["target_projector.0.weight"], ref["state"]["projector.0.weight"])
     for rank in range(2):
         mp_check.assert_same(got[rank], ref, f"rank {rank}")
+
+
+def test_recipe_and_search_space_start_from_the_paper():
+    from pathlib import Path
+
+    from sslray.search.space import load_search_space
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "sslray/recipes/cifar10_resnet18_byol.yaml")
+    assert (cfg.model.encoder, cfg.model.stem, cfg.model.projector) == ("resnet18", "cifar", "4096-256")
+    assert cfg.loss.params == {"pred_hidden": 4096, "momentum": 0.99, "momentum_end": 1.0}
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("lars", 1.0, 1e-5)
+    space = load_search_space(repo / "search_spaces/byol.yaml")
+    assert space.optuna.points_to_evaluate[0] == {"loss.params.momentum": 0.99, "optim.lr": 1.0,
+                                                  "optim.weight_decay": 1e-5}

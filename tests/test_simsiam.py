@@ -170,3 +170,17 @@ def test_two_workers_equal_one_worker(tmp_path):
     assert "projector.4.running_mean" in ref["state"]  # the output BN's statistics are compared too
     for rank in range(2):
         mp_check.assert_same(got[rank], ref, f"rank {rank}")
+
+
+def test_recipe_and_search_space_start_from_the_paper():
+    from pathlib import Path
+
+    from sslray.search.space import load_search_space
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "sslray/recipes/cifar10_resnet18_simsiam.yaml")
+    assert (cfg.model.encoder, cfg.model.stem, cfg.model.projector) == ("resnet18", "cifar", "2048-2048-2048")
+    assert cfg.loss.params == {"pred_hidden": 512}
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("sgd", 0.5, 1e-5)
+    space = load_search_space(repo / "search_spaces/simsiam.yaml")
+    assert space.optuna.points_to_evaluate[0] == {"optim.lr": 0.5, "optim.weight_decay": 1e-5}
