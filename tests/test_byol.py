@@ -4,10 +4,10 @@ gradient), the stop-gradient into the target network, the EMA schedule, paramete
 import copy
 import math
 
+from conftest import run_gloo_workers
 import method_parallel as mp_check
 import pytest
 import torch
-from conftest import run_gloo_workers
 
 from sslray.config import ConfigError, load_config
 from sslray.losses.cosine import byol_regression

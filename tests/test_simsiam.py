@@ -4,10 +4,10 @@ the predictor's fixed learning rate, parameter checks and 2 workers = 1 worker."
 import copy
 import math
 
+from conftest import run_gloo_workers
 import method_parallel as mp_check
 import pytest
 import torch
-from conftest import run_gloo_workers
 from torch import nn
 
 from sslray.config import ConfigError, load_config
