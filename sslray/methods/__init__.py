@@ -8,6 +8,8 @@ The config's ``loss.name`` names the method and ``loss.params`` holds its paper-
     vicreg_tico  lam=25, mu=25, nu (required, ~1/dim), beta=0.9, eps=1e-4, center, offdiag,
                  symmetric, bias_correction = False                           (sslray.losses.vicreg_tico)
     barlow       lambda_bt=5e-3                                               (sslray.losses.barlow)
+    byol         pred_hidden=4096, momentum=0.99, momentum_end=1.0            (sslray.methods.byol)
+    simsiam      pred_hidden=512                                              (sslray.methods.simsiam)
 
 and the methods registered below from their own files (their docstrings give formula, source and
 defaults). ``method_params(name)`` lists a method's parameters with their defaults.
@@ -24,11 +26,13 @@ from typing import Any
 
 from sslray.methods.base import Method, MethodOutput
 from sslray.methods.barlow import BarlowTwins
+from sslray.methods.byol import BYOL
+from sslray.methods.simsiam import SimSiam
 from sslray.methods.tico import TiCo
 from sslray.methods.vicreg import VICReg
 from sslray.methods.vicreg_tico import VICRegTiCo
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (VICReg, TiCo, VICRegTiCo, BarlowTwins)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (VICReg, TiCo, VICRegTiCo, BarlowTwins, BYOL, SimSiam)}
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -1,0 +1,71 @@
+"""BYOL: Bootstrap Your Own Latent (Grill et al., NeurIPS 2020, https://arxiv.org/abs/2006.07733).
+
+    online:  z_v = g_theta(f_theta(x_v)),   p_v = q_theta(z_v)         (encoder, projector, predictor)
+    target:  z'_v = g_xi(f_xi(x_v))                                    (EMA copies; no predictor, no gradient)
+    L = l(p_1, z'_2) + l(p_2, z'_1),   l(p, z) = mean_i (2 - 2 cos(p_i, z_i))     (eq. 2, L + L~)
+    xi <- tau xi + (1 - tau) theta after every step,
+    tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2                  (§3.2; tau_base -> momentum_end)
+
+Parameters (``loss.params``): ``pred_hidden`` = 4096 (the predictor's hidden width; its output is
+the projector's width, ``model.projector`` "4096-256" in the paper), ``momentum`` = 0.99 (tau_base
+of the CIFAR recipes, solo-learn; the ImageNet paper uses 0.996), ``momentum_end`` = 1.0. The
+schedule follows the step over the configured total (:func:`sslray.methods.target.momentum_at`).
+
+State: ``target_encoder`` and ``target_projector`` (frozen copies of the online networks at
+construction: the same initial weights) are submodules, so they are in ``state_dict`` and resume
+with the run; they run in train mode (their BatchNorm uses the target batch's statistics) under
+``torch.no_grad``, and are never in :meth:`param_groups`. terms: ``regression`` = L (the total).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslray.losses import check_range
+from sslray.losses.cosine import byol_regression
+from sslray.methods.base import Method, MethodOutput, fp32, full_precision, run_by_size
+from sslray.methods.predictor import Predictor, check_width
+from sslray.methods.target import ema_update, frozen_copy, momentum_at
+
+
+class BYOL(Method):
+    name = "byol"
+    crops = 2
+    shape_params = ("pred_hidden",)
+
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, pred_hidden: float = 4096,
+                 momentum: float = 0.99, momentum_end: float = 1.0):
+        self.check(dict(pred_hidden=pred_hidden, momentum=momentum, momentum_end=momentum_end), dim=0)
+        super().__init__(encoder, projector, num_classes)
+        self.momentum, self.momentum_end = float(momentum), float(momentum_end)
+        self.predictor = Predictor(self.projector.out_dim, int(pred_hidden))
+        self.target_encoder = frozen_copy(self.encoder)
+        self.target_projector = frozen_copy(self.projector)
+
+    @classmethod
+    def check(cls, params: dict[str, Any], dim: int) -> None:
+        if "pred_hidden" in params:
+            check_width("pred_hidden", params["pred_hidden"])
+        for k in ("momentum", "momentum_end"):
+            if k in params:
+                check_range(k, params[k], 0.0, 1.0)
+
+    def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
+        h1, h2 = self.encode(crops)
+        n1, n2 = h1.shape[0], h2.shape[0]
+        p1, p2 = self.predictor(self.projector(torch.cat([h1, h2]))).split([n1, n2])
+        with torch.no_grad():
+            t1, t2 = self.target_projector(torch.cat(run_by_size(self.target_encoder, crops))).split([n1, n2])
+        with full_precision(p1):
+            loss = byol_regression(fp32(p1), fp32(t2)) + byol_regression(fp32(p2), fp32(t1))
+        return MethodOutput(loss, {"regression": loss}, h1)
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for m in (self.encoder, self.projector, self.predictor) for p in m.parameters()]}]
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        tau = momentum_at(step, total_steps, self.momentum, self.momentum_end)
+        ema_update(self.target_encoder, self.encoder, tau)
+        ema_update(self.target_projector, self.projector, tau)

@@ -1,0 +1,56 @@
+"""SimSiam: Exploring Simple Siamese Representation Learning (Chen & He, CVPR 2021,
+https://arxiv.org/abs/2011.10566).
+
+    z_v = g(f(x_v)),   p_v = h(z_v)                   (encoder f, projector g, predictor h; one network)
+    L = D(p_1, stopgrad(z_2)) / 2 + D(p_2, stopgrad(z_1)) / 2,   D(p, z) = -mean_i cos(p_i, z_i)   (eq. 3)
+
+No target network, no EMA, no negatives: the stop-gradient alone prevents collapse (§4.2).
+
+Networks (§3, "Baseline settings"): the projector has BN on every layer, its output BN without
+affine parameters (``model.projector`` "2048-2048-2048", built with ``last_bn``); the predictor is
+a bottleneck Linear-BN-ReLU-Linear, hidden ``pred_hidden`` = 512 (a quarter of the projection
+width), no BN on its output. Its learning rate is not decayed ("we do not decay the learning rate
+of the predictor", §4.4): :meth:`param_groups` marks its group ``fixed_lr``, kept at the base lr by
+:func:`sslray.optim.set_lr`. terms: ``neg_cos`` = L (the total, in [-1, 1]).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslray.losses.cosine import negative_cosine
+from sslray.methods.base import Method, MethodOutput, fp32, full_precision
+from sslray.methods.predictor import Predictor, check_width
+from sslray.models import Projector
+
+
+class SimSiam(Method):
+    name = "simsiam"
+    crops = 2
+    shape_params = ("pred_hidden",)
+
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, pred_hidden: float = 512):
+        self.check(dict(pred_hidden=pred_hidden), dim=0)
+        super().__init__(encoder, projector, num_classes)
+        self.projector = Projector(encoder.out_dim, projector, last_bn=True)
+        self.predictor = Predictor(self.projector.out_dim, int(pred_hidden))
+
+    @classmethod
+    def check(cls, params: dict[str, Any], dim: int) -> None:
+        if "pred_hidden" in params:
+            check_width("pred_hidden", params["pred_hidden"])
+
+    def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
+        h1, h2 = self.encode(crops)
+        z = self.projector(torch.cat([h1, h2]))
+        p1, p2 = self.predictor(z).split([h1.shape[0], h2.shape[0]])
+        z1, z2 = z.split([h1.shape[0], h2.shape[0]])
+        with full_precision(p1):
+            loss = negative_cosine(fp32(p1), fp32(z2)) / 2 + negative_cosine(fp32(p2), fp32(z1)) / 2
+        return MethodOutput(loss, {"neg_cos": loss}, h1)
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for m in (self.encoder, self.projector) for p in m.parameters()]},
+                {"params": list(self.predictor.parameters()), "fixed_lr": True}]
