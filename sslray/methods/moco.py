@@ -67,7 +67,9 @@ class MoCoV2(Method):
         # drawn from the global torch RNG: the same seed on every rank gives the same queue
         self.register_buffer("queue", F.normalize(torch.randn(int(queue_size), dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
-        self._pending: torch.Tensor | None = None  # this step's gathered keys, enqueued in after_step
+        # this step's gathered keys, enqueued in after_step (one training forward per step: a second
+        # forward before after_step replaces them)
+        self._pending: torch.Tensor | None = None
 
     @classmethod
     def check(cls, params: dict[str, Any], dim: int) -> None:
