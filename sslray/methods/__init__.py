@@ -27,12 +27,15 @@ from typing import Any
 from sslray.methods.base import Method, MethodOutput
 from sslray.methods.barlow import BarlowTwins
 from sslray.methods.byol import BYOL
+from sslray.methods.moco import MoCoV2
+from sslray.methods.simclr import SimCLR
 from sslray.methods.simsiam import SimSiam
 from sslray.methods.tico import TiCo
 from sslray.methods.vicreg import VICReg
 from sslray.methods.vicreg_tico import VICRegTiCo
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (VICReg, TiCo, VICRegTiCo, BarlowTwins, BYOL, SimSiam)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (VICReg, TiCo, VICRegTiCo, BarlowTwins, SimCLR, MoCoV2,
+                                                         BYOL, SimSiam)}
 
 
 def register(cls: type[Method]) -> type[Method]:

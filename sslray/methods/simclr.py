@@ -1,0 +1,43 @@
+"""SimCLR (Chen, Kornblith, Norouzi & Hinton, ICML 2020, https://arxiv.org/abs/2002.05709).
+
+encoder -> projector on two crops, one pass for both; the loss is NT-Xent over the global batch,
+:func:`sslray.losses.nt_xent.nt_xent` (formula, the cross-rank gather and why its gradient is
+right there). One parameter:
+
+    temperature   T = 0.2   (solo-learn's CIFAR recipe: projector 2048-256, LARS lr 0.4, wd 1e-4)
+
+No other state: the negatives are the other images of the current global batch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslray.losses import check_range
+from sslray.losses.nt_xent import nt_xent
+from sslray.methods.base import Method, MethodOutput, fp32, full_precision
+from sslray.models import projector_dims
+
+
+class SimCLR(Method):
+    name = "simclr"
+    crops = 2
+
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, temperature: float = 0.2):
+        self.check({"temperature": temperature}, projector_dims(projector)[-1])
+        super().__init__(encoder, projector, num_classes)
+        self.temperature = float(temperature)
+
+    @classmethod
+    def check(cls, params: dict[str, Any], dim: int) -> None:
+        if "temperature" in params:
+            check_range("temperature", params["temperature"], 0.0, lo_open=True)
+
+    def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
+        h1, h2 = self.encode(crops)
+        z1, z2 = self.projector(torch.cat([h1, h2])).split([h1.shape[0], h2.shape[0]])
+        with full_precision(z1):
+            loss = nt_xent(fp32(z1), fp32(z2), self.temperature)
+        return MethodOutput(loss, {"nt_xent": loss}, h1)
