@@ -16,7 +16,32 @@ SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 
 
 def test_shipped_search_spaces_exist():
-    assert {"tico", "vicreg", "tico_pure", "barlow", "quickstart"} <= {p.stem for p in SPACES}
+    from sslray.methods import METHODS
+
+    names = {p.stem for p in SPACES}
+    assert {"tico", "tico_pure", "quickstart", "family_cpu"} <= names
+    assert set(METHODS) - {"tico", "vicreg_tico"} <= names  # a space per method (VICReg-TiCo's is tico.yaml)
+
+
+def test_the_family_search_samples_each_methods_own_parameters_only_when_chosen():
+    """One search over the method itself: every method is a choice, its first trials are the
+    methods' defaults, and a trial samples exactly the parameters of the method it chose."""
+    from sslray.methods import METHODS, method_params
+
+    space = load_search_space(REPO / "search_spaces" / "family_cpu.yaml")
+    choice = next(p for p in space.params if p.path == "loss.name")
+    assert set(choice.values) == set(METHODS)
+    assert [pt["loss.name"] for pt in space.optuna.points_to_evaluate] == list(choice.values)
+    for name in METHODS:
+        active = space.active_params({"loss.name": name})
+        own = {p.split(".")[-1] for p in active if p.startswith("loss.params.")}
+        assert own and own <= set(method_params(name)), (name, own)
+        others = {p.path for p in space.params if p.when and name not in p.when["loss.name"]}
+        assert not others & set(active)
+        point = next(pt for pt in space.optuna.points_to_evaluate if pt["loss.name"] == name)
+        assert set(point) == set(active)  # each default point sets exactly what the method samples
+        cfg = space.trial_config(point)
+        assert cfg.loss.name == name and own <= set(cfg.loss.params) <= set(method_params(name))
 
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)

@@ -8,6 +8,8 @@ The config's ``loss.name`` names the method and ``loss.params`` holds its paper-
     vicreg_tico  lam=25, mu=25, nu (required, ~1/dim), beta=0.9, eps=1e-4, center, offdiag,
                  symmetric, bias_correction = False                           (sslray.losses.vicreg_tico)
     barlow       lambda_bt=5e-3                                               (sslray.losses.barlow)
+    simclr       temperature=0.2                                              (sslray.methods.simclr)
+    moco         temperature=0.2, queue_size=32768, momentum=0.99, momentum_end=1.0   (sslray.methods.moco)
     byol         pred_hidden=4096, momentum=0.99, momentum_end=1.0            (sslray.methods.byol)
     simsiam      pred_hidden=512                                              (sslray.methods.simsiam)
 
