@@ -114,9 +114,9 @@ class MoCoV2(Method):
         """Write ``keys`` at the pointer, wrapping around; with more keys than rows only the last
         ``K`` are kept (they would overwrite the earlier ones anyway). The pointer advances by all."""
         size, m = self.queue.shape[0], keys.shape[0]
-        ptr = int(self.queue_ptr)
         kept = keys[-size:]
-        start = ptr + m - kept.shape[0]
-        idx = (start + torch.arange(kept.shape[0], device=keys.device)) % size
+        # positions computed on the device from the pointer tensor: reading it (int()) would be a
+        # host sync every step on a GPU
+        idx = (self.queue_ptr + (m - kept.shape[0]) + torch.arange(kept.shape[0], device=keys.device)) % size
         self.queue[idx] = kept.to(self.queue.dtype)
-        self.queue_ptr.fill_((ptr + m) % size)
+        self.queue_ptr.add_(m).remainder_(size)
