@@ -62,6 +62,37 @@ def test_two_workers_through_the_cli(tmp_path):
     assert state["epoch"] == 2 and state["model"]["loss.C"].abs().sum() > 0  # TiCo's C travels in the checkpoint
 
 
+def test_moco_on_two_ray_workers_keeps_one_queue_and_its_key_network(tmp_path):
+    """The method with the most state -- a key network, a queue gathered from both ranks -- through
+    the real Ray Train path: the queue pointer counts every key of both ranks and both views, the
+    queue holds unit keys, and the EMA key network has moved away from its start (resume and the
+    exact 2-vs-1 numerics: tests/test_moco.py, tests/test_train.py)."""
+    import torch
+
+    from sslray.checkpoint import load_checkpoint
+
+    cfg = _cfg(tmp_path, loss__name="moco", loss__params={"queue_size": 1000, "momentum": 0.9})
+    proc = subprocess.run([sys.executable, "-m", "sslray.train", str(cfg)], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["workers"] == 2
+    assert {"loss", "loss_infonce", "knn_top1"} <= set(_metrics(tmp_path)[-1])
+    state = load_checkpoint(summary["checkpoint"])["model"]
+    steps = 2 * (256 // 64)  # 2 epochs of 4 global batches of 64
+    assert int(state["queue_ptr"]) == steps * 64 * 2 % 1000  # every key of both ranks, both views
+    written = state["queue"][: steps * 64 * 2 % 1000]
+    torch.testing.assert_close(written.norm(dim=1), torch.ones(len(written)), rtol=0, atol=1e-5)
+    from sslray.config import load_config
+    from sslray.methods import build_method
+
+    torch.manual_seed(0)  # train.seed: the run's initial weights
+    start = build_method(load_config(cfg), 10).state_dict()
+    weights = [k for k, v in state.items() if k.startswith("encoder.") and v.is_floating_point()]
+    key = {k: state["key_" + k] for k in weights}
+    assert max((key[k] - start[k]).abs().max().item() for k in weights) > 1e-4  # the EMA moved it...
+    assert max((key[k] - state[k]).abs().max().item() for k in weights) > 1e-4  # ...behind the online encoder
+
+
 def _all_ray_worker_pids() -> list[int]:
     """PIDs of Ray Train worker processes (their process title names the actor class)."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
