@@ -75,7 +75,8 @@ def table(results: dict, args) -> str:
             "| method | parameters | kNN top-1 | linear probe top-1 | train time |", "|---|---|---|---|---|"]
     base = results.get("untrained")
     for name, r in results.items():
-        params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()) or "-"
+        shown = {k: v for k, v in r["params"].items() if v is not False and k != "eps"}  # switches off, eps: defaults
+        params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()) or "-"
         gain = f" ({100 * (r['knn_top1'] - base['knn_top1']):+.1f})" if base and name != "untrained" else ""
         if r["status"] not in ("finished", "-"):
             params += f" ({r['status']}: {r['reason']})"

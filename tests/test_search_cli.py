@@ -265,3 +265,42 @@ def test_an_autoscaling_cluster_is_waited_for_unless_it_can_never_add_the_resour
     monkeypatch.setattr(resources, "autoscaler_max", lambda: None)  # no autoscaler: final
     with pytest.raises(ConfigError, match=r"^scale.use_gpu: .*allowed: scale.use_gpu=false"):
         resources.check_cluster(ScaleConfig(workers=1, use_gpu=True))
+
+
+@pytest.mark.slow
+def test_the_family_search_runs_every_method_through_tune(tmp_path):
+    """"Which family, with which weights" as one command: the shipped family search's space (its
+    choice of the eight methods, their conditional parameters and default points) on tiny
+    synthetic data. Every method trains through Tune + Ray Train, and each trial's MLflow run holds
+    its own method, only that method's searched parameters, and that method's own loss terms."""
+    from mlflow.tracking import MlflowClient
+
+    from sslray.methods import METHODS, method_params
+
+    family = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "family_cpu.yaml").read_text())
+    path, doc = _space(tmp_path)
+    doc["config"]["model"]["width"] = 4
+    doc["config"]["loss"] = {"name": "vicreg", "params": {}}
+    doc["config"]["train"]["epochs"] = 1
+    doc["search"] = {**family["search"], "num_trials": len(METHODS), "max_concurrent": 2,
+                     "asha": {"grace_period": 1, "reduction_factor": 2},
+                     "stop": {"rankme_below": None, "emb_std_ratio_below": None}}
+    path.write_text(yaml.safe_dump(doc))
+    proc = _tune(path, "--output", tmp_path / "exp", "--name", "f", "--num-cpus", "2", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "exp" / "f"
+    client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("f").experiment_id])
+    children = {r.data.params["loss.name"]: r for r in runs if "sslray.trial_id" in r.data.tags}
+    assert set(children) == set(METHODS)  # the eight default points: one trial per method
+    terms = {"vicreg": {"inv", "var", "cov"}, "tico": {"inv", "cov"}, "vicreg_tico": {"inv", "var", "cov"},
+             "barlow": {"on_diag", "off_diag"}, "simclr": {"nt_xent"}, "moco": {"infonce"}, "byol": {"regression"},
+             "simsiam": {"neg_cos"}}
+    assert set(terms) == set(METHODS)
+    for name, run in children.items():
+        assert run.info.status == "FINISHED", name
+        searched = {k.split(".")[-1] for k in run.data.params if k.startswith("loss.params.")}
+        assert searched <= set(method_params(name)), (name, searched)  # no other method's parameter
+        logged = {k[len("loss_"):] for k in run.data.metrics if k.startswith("loss_")}
+        assert terms[name] <= logged, (name, logged)
+        assert 0 < run.data.metrics["knn_top1"] <= 1
