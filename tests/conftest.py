@@ -32,6 +32,18 @@ def tiny_config(tmp_path) -> dict:
     }
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: a second OpenMP thread only adds wake-up latency (10x slower on a busy box).
+    Use per module: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def requires_cifar():
     return pytest.mark.skipif(not (CIFAR / "train.parquet").exists(),
                               reason=f"real CIFAR-10 parquet not found at {CIFAR}")

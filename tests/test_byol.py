@@ -16,12 +16,7 @@ from sslray.methods.target import momentum_at
 from sslray.models import build_encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices (conftest.one_thread)
 
 
 def _pz(n=5, d=4, seed=0):

@@ -10,13 +10,7 @@ from sslray.losses import LOSSES, build_loss, loss_params
 from sslray.losses.vicreg_tico import VICRegTiCoLoss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: a second OpenMP thread only adds wake-up latency (10x slower on a busy box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices (conftest.one_thread)
 
 
 # VICReg-TiCo's nu has no default; 1.0 is the value these generic tests always ran with

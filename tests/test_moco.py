@@ -19,12 +19,7 @@ from sslray.parallel import wrap_data_parallel
 B = 16  # combined batch of the 2-vs-1 tests: 2 x 16 = 32 keys per step
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices (conftest.one_thread)
 
 
 def ref_infonce(q, k, queue, temperature):

@@ -18,12 +18,7 @@ from sslray.parallel import wrap_data_parallel
 B = 16  # combined batch of the 2-vs-1 tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices (conftest.one_thread)
 
 
 def ref_nt_xent(z1, z2, temperature):

@@ -103,6 +103,16 @@ def _check_type(name: str, value: Any, annotation: Any) -> None:
         raise ValueError(f"{name}: {value!r} is not a number; allowed: a number")
 
 
+def check_params(owner: str, params: dict[str, Any], allowed: dict[str, Any], types: dict[str, Any]) -> None:
+    """Every key of ``params`` is one of ``allowed`` and fits its type annotation in ``types``;
+    else a ValueError naming the parameter (and ``owner``, e.g. "loss 'tico'") and what is allowed."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for {owner}; allowed: {', '.join(allowed)}")
+    for k, v in params.items():
+        _check_type(k, v, types[k])
+
+
 def build_loss(name: str, params: dict[str, float | bool] | None = None, dim: int | None = None) -> nn.Module:
     """The loss ``name`` with ``params`` (paper names); ``dim`` goes only to losses that keep a D x D state.
 
@@ -111,13 +121,7 @@ def build_loss(name: str, params: dict[str, float | bool] | None = None, dim: in
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
     params = dict(params or {})
-    allowed = loss_params(name)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for loss {name!r}; allowed: {', '.join(allowed)}")
-    hints = typing.get_type_hints(LOSSES[name].__init__)
-    for k, v in params.items():
-        _check_type(k, v, hints[k])
+    check_params(f"loss {name!r}", params, loss_params(name), typing.get_type_hints(LOSSES[name].__init__))
     if "dim" in inspect.signature(LOSSES[name].__init__).parameters:
         if dim is None:
             raise ValueError(f"loss {name!r} needs the embedding width; allowed: build_loss({name!r}, params, dim=D)")

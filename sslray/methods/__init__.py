@@ -53,18 +53,12 @@ def method_params(name: str) -> dict[str, Any]:
 def check_method(name: str, params: dict[str, Any] | None, dim: int) -> None:
     """``params`` are valid for method ``name`` with embeddings of width ``dim``; every problem is a
     ValueError naming the parameter and what is allowed. Builds nothing large."""
-    from sslray.losses import _check_type
+    from sslray.losses import check_params
 
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
     params = dict(params or {})
-    allowed = method_params(name)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for {name!r}; allowed: {', '.join(allowed)}")
-    types = METHODS[name].param_types()
-    for k, v in params.items():
-        _check_type(k, v, types[k])
+    check_params(repr(name), params, method_params(name), METHODS[name].param_types())
     METHODS[name].check(params, dim)
 
 
