@@ -95,21 +95,12 @@ def check_resumable(state: dict, cfg: Config, source: Path | str) -> None:
         raise CheckpointError(f"{source}: holds no training state ({', '.join(missing)}); allowed: {RESUMABLE} "
                               "written by sslray.train")
     saved = saved_config(state, source)
-    was = {**architecture(saved), "loss.name": saved.loss.name, "optim.name": saved.optim.name, **_shaping(saved)}
-    now = {**architecture(cfg), "loss.name": cfg.loss.name, "optim.name": cfg.optim.name, **_shaping(cfg)}
+    was = {**architecture(saved), "optim.name": saved.optim.name}
+    now = {**architecture(cfg), "optim.name": cfg.optim.name}
     for name, value in was.items():
         if now.get(name) != value:
             raise CheckpointError(f"{source} was trained with {name}={value}; this config has {now.get(name)}; "
                                   f"allowed: {RESUMABLE}")
-
-
-def _shaping(cfg: Config) -> dict[str, Any]:
-    """The method's parameters that shape its weights or state (a predictor's width, a queue's length)."""
-    from sslray.methods import METHODS, method_params
-
-    cls = METHODS[cfg.loss.name]
-    defaults = method_params(cfg.loss.name)
-    return {f"loss.params.{k}": cfg.loss.params.get(k, defaults[k]) for k in cls.shape_params}
 
 
 def check_device(cfg: Config) -> None:

@@ -59,7 +59,7 @@ CASES = [
     ("unknown-key", "train", ["{cfg}", "train.bogus=1"], "train: unknown key(s) bogus", {}),
     ("wrong-type", "train", ["{cfg}", "train.epochs=abc"], "train.epochs: 'abc' is not an integer", {}),
     ("out-of-range", "train", ["{cfg}", "optim.lr=-1"], "optim.lr: -1.0 is out of range", {}),
-    ("bad-choice", "train", ["{cfg}", "loss.name=simclr"], "loss.name: 'simclr' is not allowed", {}),
+    ("bad-choice", "train", ["{cfg}", "loss.name=swav2"], "loss.name: 'swav2' is not allowed", {}),
     ("bad-override-syntax", "train", ["{cfg}", "train.epochs"], "override 'train.epochs': no key=value", {}),
     ("missing-config", "train", ["{tmp}/nope.yaml"], "config file {tmp}/nope.yaml: not found", {}),
     ("folder-as-config", "train", ["{tmp}"], "config file {tmp}: is a folder", {}),
@@ -82,6 +82,8 @@ CASES = [
     ("negative-workers", "train", ["{cfg}", "--workers", "-1"], "--workers: -1 is out of range", {}),
     ("eval-text-file", "eval", ["{ckpts}/text.pt"], "checkpoint: {ckpts}/text.pt: not an sslray checkpoint", {}),
     ("eval-truncated", "eval", ["{ckpts}/truncated.pt"], "(truncated or corrupt file)", {}),
+    ("eval-wrong-method", "eval", ["{ckpts}/good.pt", "loss.name=byol"],  # its target network is not in the file
+     "loss.name: byol differs from the checkpoint's vicreg", {}),
     ("eval-wrong-model", "eval", ["{ckpts}/good.pt", "model.projector=64-64"],
      "model.projector: 64-64 differs from the checkpoint's 32-32", {}),
     ("eval-bad-device", "eval", ["{ckpts}/good.pt", "--device", "tpu"], "--device: 'tpu' is not allowed", {}),

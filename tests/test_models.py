@@ -98,3 +98,15 @@ def test_min_input_size_values_and_auto_stem():
     assert min_input_size("resnet18", "cifar") == 5  # below views.size's own floor of 8: never binding
     assert min_input_size("resnet50", "imagenet") == 17
     assert min_input_size("resnet18", "auto", 32) == 5 and min_input_size("resnet18", "auto", 96) == 17
+
+
+def test_architecture_includes_the_methods_own_shapes():
+    """A resume or an evaluation must keep what sizes the method's state dict: its name and, for
+    BYOL, the predictor's width (else load_state_dict fails after the data is read)."""
+    from sslray.config import load_config
+    from sslray.models import architecture
+
+    byol = architecture(load_config(None, ["loss.name=byol", "loss.params.pred_hidden=512"]))
+    assert byol["loss.name"] == "byol" and byol["loss.params.pred_hidden"] == 512
+    assert architecture(load_config(None, ["loss.name=moco"]))["loss.params.queue_size"] == 32768
+    assert "loss.params.lam" not in architecture(load_config(None))  # weights do not shape anything
