@@ -178,6 +178,14 @@ def test_method_search_overrides_and_mlflow_record_what_ran(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("m").experiment_id])
     children = [r for r in runs if "sslray.trial_id" in r.data.tags]
     assert len(children) == 3
+    # where a user looks first in the MLflow UI: the experiment opens on its training runs (not on
+    # MLflow 3's GenAI traces view), the parent run shows the outcome counts and what won
+    assert client.get_experiment_by_name("m").tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = next(r for r in runs if "sslray.trial_id" not in r.data.tags)
+    assert parent.data.metrics["trials_finished"] == 3
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**3 trials**: 3 finished.") and f"**Best knn_top1: {summary['best']['knn_top1']:.4f}**" in note
+    assert f"`loss.name` = {summary['best']['params']['loss.name']}" in note
     study = {t.user_attrs["tune_trial_id"]: t for t in _study(exp, "m").trials}
     for child in children:
         trial_id = child.data.tags["sslray.trial_id"]
@@ -304,3 +312,20 @@ def test_the_family_search_runs_every_method_through_tune(tmp_path):
         logged = {k[len("loss_"):] for k in run.data.metrics if k.startswith("loss_")}
         assert terms[name] <= logged, (name, logged)
         assert 0 < run.data.metrics["knn_top1"] <= 1
+
+
+def test_an_experiment_made_before_the_kind_tag_gets_it_on_the_next_search(tmp_path):
+    """MLflow 3's UI opens an experiment without ``mlflow.experimentKind`` on its GenAI traces view:
+    a search that reuses an older experiment marks it as model training."""
+    from mlflow.tracking import MlflowClient
+
+    from sslray.search.tracking import mlflow_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    old = client.create_experiment("old", artifact_location=(tmp_path / "a").as_uri())
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    assert mlflow_experiment(client, "old", tmp_path, uri) == old
+    new = mlflow_experiment(client, "new", tmp_path, uri)
+    for exp_id in (old, new):
+        assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"

@@ -53,7 +53,8 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
     import ray
 
     from sslray.resources import check_cluster, check_local, start_ray
-    from sslray.search.run import mlflow_experiment, ray_storage, run_search, search_exists
+    from sslray.search.run import ray_storage, run_search, search_exists
+    from sslray.search.tracking import mlflow_experiment
 
     t0 = time.time()
     scales = [load_config(s.base).scale for s in arms.values()]

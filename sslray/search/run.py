@@ -140,6 +140,8 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp_dir / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.tracking.MlflowClient(tracking_uri)
+    from sslray.search.tracking import mlflow_experiment
+
     exp_id = mlflow_experiment(client, experiment or name, exp_dir, tracking_uri)
     parents = client.search_runs([exp_id], filter_string=f"tags.`sslray.role` = 'search' and tags.`sslray.search` = '{name}'")
     if resume and parents:
@@ -180,15 +182,6 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     if results is None or len(ended) < space.num_trials:
         return _interrupted(client, exp_id, parent_id, exp_dir, space, len(ended), interrupted.signal, time.time() - t0)
     return _finish(space, results, exp_dir, ray_root, client, parent_id, registered_model, time.time() - t0)
-
-
-def mlflow_experiment(client, name: str, exp_dir: Path, tracking_uri: str) -> str:
-    """The MLflow experiment's id, created if missing (artifacts next to a SQLite store)."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment:
-        return experiment.experiment_id
-    return client.create_experiment(
-        name, artifact_location=(exp_dir / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite") else None)
 
 
 def check_resumable(exp_dir: Path, space: SearchSpace, resume: bool) -> None:
@@ -272,7 +265,7 @@ def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str
             registered_model: str | None, wall_s: float) -> dict[str, Any]:
     """Summary table, best trial, its encoder logged and registered in MLflow."""
     from sslray.checkpoint import storage_uri
-    from sslray.search.tracking import TRIAL_TAG
+    from sslray.search.tracking import TRIAL_TAG, search_description
 
     rows, outcomes = [], {}
     children = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
@@ -293,6 +286,9 @@ def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str
     summary = {"experiment": str(exp_dir), "status": "finished", "metric": space.metric, "mode": space.mode, "trials": len(rows),
                "outcomes": outcomes, "wall_time_s": round(wall_s, 1), "best": best, "table": rows,
                "mlflow_parent_run_id": parent_id}
+    for outcome, n in outcomes.items():  # the parent run's columns in the runs table
+        client.log_metric(parent_id, f"trials_{outcome}", n)
+    client.set_tag(parent_id, "mlflow.note.content", search_description(space, rows, outcomes, best))  # the run page's top
     if best is not None:
         for k, v in best["params"].items():  # tags, not params: a resumed search may find a new best
             client.set_tag(parent_id, f"best.{k}", str(v))

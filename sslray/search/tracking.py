@@ -9,6 +9,7 @@ search finds and continues them instead of creating duplicates.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -113,3 +114,33 @@ def mlflow_param(key: str, value: Any):
     from mlflow.entities import Param
 
     return Param(key, str(value)[:6000])
+
+
+def mlflow_experiment(client, name: str, exp_dir: Path, tracking_uri: str) -> str:
+    """The MLflow experiment's id, created if missing (artifacts next to a SQLite store), marked as
+    model training: MLflow 3's UI otherwise opens an experiment on its (empty) GenAI traces view."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment:
+        if KIND_TAG not in experiment.tags:  # created by an older sslray or by hand
+            client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
+        return experiment.experiment_id
+    return client.create_experiment(
+        name, artifact_location=(exp_dir / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite") else None,
+        tags={KIND_TAG: TRAINING_KIND})
+
+
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"  # values: the MLflow 3.17 UI's enum
+
+
+OUTCOME_WORDS = {"asha": "stopped by ASHA"}
+
+
+def search_description(space, rows: list[dict], outcomes: dict[str, int], best: dict | None) -> str:
+    """What the search found, in Markdown, for the top of the parent run's page."""
+    counts = ", ".join(f"{n} {OUTCOME_WORDS.get(o, o)}" for o, n in sorted(outcomes.items(), key=lambda kv: -kv[1]))
+    text = f"**{len(rows)} trials**: {counts}.\n\n"
+    if best is None:
+        return text + "No trial produced a checkpoint with a score."
+    params = ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in best["params"].items())
+    return text + (f"**Best {space.metric}: {best[space.metric]:.4f}** (trial {best['trial_id']}, "
+                   f"{best['epochs']} epochs): {params}.")
