@@ -28,6 +28,7 @@ the 2-vs-1-worker tests check that replicated state stays equal to one worker's.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 from typing import Any, ClassVar, NamedTuple
 
@@ -54,7 +55,7 @@ def full_precision(x: torch.Tensor):
         else contextlib.nullcontext()
 
 
-class Method(nn.Module):
+class Method(nn.Module, abc.ABC):
     """Base class; see the module docstring. Subclasses set ``name`` and ``crops`` and implement
     ``forward``; their keyword-only ``__init__`` arguments are the method's paper-named parameters
     (``loss.params`` in the config), with paper defaults, checked in :meth:`check`."""
@@ -95,8 +96,9 @@ class Method(nn.Module):
         """The encoder's representation of every crop, the encoder run once per crop size."""
         return run_by_size(self.encoder, crops)
 
-    def forward(self, crops: list[torch.Tensor]) -> MethodOutput:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
+        """The total loss, its unweighted terms and the first crop's representation."""
 
     def param_groups(self) -> list[dict]:
         """What the optimiser updates, as groups of ``{"params": [...]}`` plus options
