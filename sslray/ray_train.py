@@ -83,7 +83,7 @@ def train_worker(loop_config: dict) -> None:
     run(cfg, RayReporter(ray.train.get_context().get_world_rank(), explicit))
 
 
-def _callback(run_dir: str, cfg_dict: dict):
+def _callback(run_dir: str, cfg_dict: dict, echo: bool = True):
     from ray.train import UserCallback
 
     class RunDirCallback(UserCallback):
@@ -92,7 +92,7 @@ def _callback(run_dir: str, cfg_dict: dict):
         def __init__(self):
             from sslray.rundir import RunDir
 
-            self.dir = RunDir(from_dict(cfg_dict), Path(run_dir))
+            self.dir = RunDir(from_dict(cfg_dict), Path(run_dir), echo)
 
         def after_report(self, run_context, metrics, checkpoint) -> None:
             row = {k: v for k, v in metrics[0].items() if k != "node_id"}
@@ -114,7 +114,8 @@ def init_ray(address: str | None) -> None:
     start_ray(address, log_to_driver=True)
 
 
-def build_trainer(cfg: Config, storage: str, extra_callbacks: list | None = None):
+def build_trainer(cfg: Config, storage: str, extra_callbacks: list | None = None, echo: bool = True):
+    """``echo``: print each epoch's line (a single run does; a search prints its own lines)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -134,7 +135,7 @@ def build_trainer(cfg: Config, storage: str, extra_callbacks: list | None = None
             name=cfg.train.run_name, storage_path=storage,
             failure_config=FailureConfig(max_failures=s.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-            callbacks=[_callback(run_dir, cfg_dict)] + list(extra_callbacks or []),
+            callbacks=[_callback(run_dir, cfg_dict, echo)] + list(extra_callbacks or []),
         ),
     )
 

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else <experiment>/mlflow.db)")
     ap.add_argument("--registered-model", help="register the best encoder under this name (default: sslray-<name>)")
     ap.add_argument("--num-cpus", type=float, help="logical CPUs of a local Ray (default: the machine's cores + 1 for the trials' driver actors)")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="show Ray's and Tune's own messages on the terminal too (always in <experiment>/ray.log)")
     ap.add_argument("--plan", action="store_true",
                     help="print ASHA's rungs and the trial-epochs / GPU-hours the search will spend; run nothing")
     ap.add_argument("--epoch-seconds", type=float,
@@ -70,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         check_data_here(space.base, args.address)  # after the cheap checks: it may download the dataset
         from sslray.search.run import run_search
 
-        summary = run_search(space, args.output, name, resume=args.resume, tracking_uri=args.tracking_uri,
+        from sslray.search.plan import rungs
+
+        where_log = Path(args.output).absolute() / name / "ray.log"
+        print(f"{name}: {space.num_trials} trials, {space.max_concurrent} at a time, up to {space.max_epochs} epochs "
+              f"each; ASHA compares at epochs {', '.join(map(str, rungs(space))) or 'none'}; Ray's log: {where_log}", flush=True)
+        summary = run_search(space, args.output, name, resume=args.resume, verbose=args.verbose,
+                             tracking_uri=args.tracking_uri,
                              registered_model=args.registered_model or f"sslray-{name}", address=args.address,
                              num_cpus=args.num_cpus, storage=args.storage)
     except (ConfigError, DataError) as e:

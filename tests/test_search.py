@@ -64,6 +64,12 @@ def _study(exp: Path, name: str):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{exp / 'optuna.db'}")
 
 
+def _epochs(run_dir: Path) -> list[int]:
+    """The epochs a trial's run directory recorded, in order."""
+    p = run_dir / "metrics.jsonl"
+    return [json.loads(x)["epoch"] for x in p.read_text().splitlines()] if p.exists() else []
+
+
 def _space(tmp_path, search=None, config=None):
     doc = {
         "config": config or {
@@ -133,7 +139,7 @@ def test_boolean_loss_switches_are_searched_as_choices_and_recorded_as_run(tmp_p
     config holds the boolean, the MLflow record (flattened config) shows it, and the loss built from
     that config -- what the trial runs -- has it."""
     from sslray.losses import build_loss
-    from sslray.search.run import trial_config
+    from sslray.search.trainable import trial_config
     from sslray.search.tracking import flatten, mlflow_param
 
     path, doc = _space(tmp_path)
@@ -178,15 +184,27 @@ def test_a_search_that_can_switch_to_vicreg_tico_must_give_nu(tmp_path):
     assert cfg.loss.params == {"nu": 0.02, "center": True}
 
 
+# Both ways a trial trains: the loop in the Tune trial itself (one worker) and a Ray Train run of
+# two DDP workers. Same run directories, metrics, MLflow records, checkpoints and resume.
+RUNNERS = {"in-trial": {"workers": 1, "cpus_per_worker": 1}, "ray-train": {"workers": 2, "cpus_per_worker": 1}}
+
+
+def _runner(doc: dict, path: Path, runner: str) -> None:
+    doc["config"]["scale"] = dict(RUNNERS[runner])
+    path.write_text(yaml.safe_dump(doc))
+
+
 @pytest.mark.slow
-def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path, monkeypatch, runner):
     import mlflow
     import torch
     from mlflow.tracking import MlflowClient
 
     import sslray
 
-    path, _ = _space(tmp_path)
+    path, doc = _space(tmp_path)
+    _runner(doc, path, runner)
     proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp"),
                            "--name", "e2e", "--num-cpus", "4"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -195,6 +213,15 @@ def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path, monkeypatch):
     assert summary["trials"] == 4
     assert summary["outcomes"].get("asha", 0) >= 1, summary["outcomes"]  # ASHA stopped at least one trial
     assert "best knn_top1" in proc.stdout
+    # what the user sees: one line per trial-epoch and per trial end, Ray's and Tune's own output in ray.log
+    lines = proc.stdout.splitlines()
+    epochs = [json.loads(x)["epoch"] for d in (exp / "trials").glob("train-*") for x in (d / "metrics.jsonl").read_text().splitlines()]
+    assert len([x for x in lines if " epoch " in x and x.startswith("trial ")]) == len(epochs)
+    assert len([x for x in lines if x.startswith("trial ") and " end " in x]) == 4
+    assert sum("stopped by ASHA at epoch 1" in x for x in lines) == summary["outcomes"].get("asha", 0)
+    for noise in ("Trial status", "Configuration for experiment", "Started a local Ray instance", "pid="):
+        assert noise not in proc.stdout + proc.stderr, noise
+    assert "Started a local Ray instance" in (exp / "ray.log").read_text()
 
     client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "e2e"]
@@ -245,7 +272,8 @@ def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path, runner):
     import os
     import signal
     import time
@@ -256,7 +284,7 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     doc["search"].update(max_concurrent=1, num_trials=3)
     doc["config"]["train"]["epochs"] = 3
     doc["search"]["asha"]["grace_period"] = 3  # no ASHA stops: every trial runs to the end
-    path.write_text(yaml.safe_dump(doc))
+    _runner(doc, path, runner)
     cmd = [sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp"), "--name", "r",
            "--num-cpus", "4"]
     exp = tmp_path / "exp" / "r"
@@ -266,7 +294,7 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
         finished = []
         while time.time() < deadline and len(finished) < 1:  # one trial done, the next one started
             time.sleep(1)
-            finished = [d for d in (exp / "trials").glob("train-*") if (d / "epoch_0003").exists()]
+            finished = [d for d in (exp / "trials").glob("train-*") if _epochs(d) == [1, 2, 3]]
         assert finished, "no trial finished before the deadline"
         time.sleep(3)
     finally:
@@ -279,8 +307,7 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     assert summary["trials"] == 3 and summary["best"] is not None
     # the trial finished before the kill was not trained again: one line per epoch in its run
     for name in first_done:
-        epochs = [json.loads(x)["epoch"] for x in (exp / "trials" / name / "metrics.jsonl").read_text().splitlines()]
-        assert epochs == [1, 2, 3], (name, epochs)
+        assert _epochs(exp / "trials" / name) == [1, 2, 3], name
     client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "r"]
     runs = client.search_runs([experiment.experiment_id])
@@ -422,10 +449,11 @@ def _write_parquet_copy(config: dict, folder: Path) -> None:
 
 
 @pytest.mark.slow
-def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path):
-    """The same command against a cluster by address: trials' Train workers run on the worker
-    nodes (the head, like cluster/*.yaml's, gives them no CPU), Tune state and checkpoints land in
-    the --storage URI, and the best checkpoint loads back from there."""
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path, runner):
+    """The same command against a cluster by address: trials (in-trial loops or their Train workers)
+    run on the worker nodes (the head, like cluster/*.yaml's, gives them no CPU), Tune state and
+    checkpoints land in the --storage URI, and the best checkpoint loads back from there."""
     from ray.cluster_utils import Cluster
 
     import sslray
@@ -439,7 +467,10 @@ def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path):
                                                      {"loss.params.nu": 0.1, "optim.lr": 3e-3}]
     doc["config"]["train"]["epochs"] = 2
     doc["search"]["asha"]["grace_period"] = 2
-    path.write_text(yaml.safe_dump(doc))
+    _runner(doc, path, runner)
+    if runner == "ray-train":  # 2 trials x 2 workers + the trials' 0.1 CPU on two 2-CPU nodes
+        doc["config"]["scale"]["cpus_per_worker"] = 0.5
+        path.write_text(yaml.safe_dump(doc))
     mem = {"object_store_memory": 100 * 2**20}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **mem})
     try:
@@ -461,10 +492,13 @@ def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path):
     assert len(rows) == 4 and all(set(r["worker_nodes"]) <= worker_ids for r in rows)
     # Tune state and both trials' checkpoints are in the storage, not in the local experiment folder
     bucket = tmp_path / "bucket" / "c"
-    assert (bucket / "tune").is_dir() and len(list(bucket.glob("trials/train-*/epoch_0002/checkpoint.pt"))) == 2
+    last = "trials/train-*/epoch_0002" if runner == "ray-train" else "tune/*/checkpoint_000001"  # Tune counts from 0
+    assert (bucket / "tune").is_dir() and len(list(bucket.glob(f"{last}/checkpoint.pt"))) == 2
     assert not list((tmp_path / "exp" / "c" / "trials").rglob("checkpoint.pt"))
     best = summary["best"]
-    assert best["checkpoint"].startswith(storage + "/c/trials/train-")
+    assert best["checkpoint"].startswith(storage + ("/c/trials/train-" if runner == "ray-train" else "/c/tune/"))
+    assert torch.load(sslray.checkpoint.resolve_checkpoint(best["checkpoint"]) / "checkpoint.pt",
+                      weights_only=True)["epoch"] == 2
     enc = sslray.load_encoder(best["checkpoint"])  # copied back from the storage URI
     assert enc(torch.randn(2, 3, 32, 32)).shape == (2, 64)
     # a second search of the same name on the same storage is refused before anything starts

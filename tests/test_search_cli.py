@@ -168,9 +168,10 @@ def test_method_search_overrides_and_mlflow_record_what_ran(tmp_path):
         "stop": {"rankme_below": None, "emb_std_ratio_below": None}}
     doc["config"]["loss"] = {"name": "vicreg_tico", "params": {"nu": 0.01}}
     path.write_text(yaml.safe_dump(doc))
-    proc = _tune(path, "--output", tmp_path / "exp", "--name", "m", "--num-cpus", "4",
+    proc = _tune(path, "--output", tmp_path / "exp", "--name", "m", "--num-cpus", "4", "-v",
                  "train.epochs=3", "data.synthetic_train_size=384")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Started a local Ray instance" in proc.stdout + proc.stderr  # -v: Ray's own messages on the terminal
     exp = tmp_path / "exp" / "m"
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["outcomes"] == {"finished": 3} and all(row["epochs"] == 3 for row in summary["table"])

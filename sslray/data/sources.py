@@ -148,11 +148,17 @@ def _cached(location: str, cfg, loader) -> ImageData:
         d = torch.load(path, weights_only=True)
         return ImageData(d["images"], d["labels"], d["classes"])
     data = loader()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        torch.save({"images": data.images, "labels": data.labels, "classes": data.classes}, f)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache entry
+    try:  # a cache only saves time: a read-only or full disk (another node's) must not fail the run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    except OSError:
+        return data
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"images": data.images, "labels": data.labels, "classes": data.classes}, f)
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache entry
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
     return data
 
 

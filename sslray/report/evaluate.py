@@ -52,7 +52,7 @@ def _evaluate(search, best: dict[str, Any], report_dir: Path) -> dict[str, Any]:
     from sslray.checkpoint import RAY_CKPT_FILE, resolve_checkpoint
     from sslray.config import dump_config
     from sslray.eval.__main__ import evaluate_checkpoint
-    from sslray.search.run import trial_config
+    from sslray.search.trainable import trial_config
 
     local = resolve_checkpoint(best["checkpoint"])  # a copy, when it is a storage URI
     local = local / RAY_CKPT_FILE if (local / RAY_CKPT_FILE).is_file() else local

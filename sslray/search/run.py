@@ -1,22 +1,29 @@
-"""Run a search: Optuna TPE proposes, ASHA stops, every trial is a Ray Train run, MLflow records.
+"""Run a search: Optuna TPE proposes, ASHA stops, every trial trains (in its own process for one
+worker, through Ray Train for more: see search.trainable), MLflow records.
 
 Layout of one experiment, ``--output``/``<name>`` on the driver's machine:
 
-    tune/       Tune's experiment state (``--resume`` continues from it)       } in --storage/<name>
-    trials/     one Ray Train run per trial: train-<trial id>/epoch_NNNN/      } instead, when given
-                checkpoints (+ metrics.jsonl, log.txt written on the trial's node)
+    tune/       Tune's experiment state (``--resume`` continues from it); in-trial  } in --storage/<name>
+                runs' checkpoints: <trial>/checkpoint_NNNNNN/checkpoint.pt          } instead, when
+    trials/     one run directory per trial: train-<trial id>/ (metrics.jsonl,     } given
+                log.txt, config.yaml); Ray Train runs' checkpoints: epoch_NNNN/
+    data_cache/ the dataset decoded once (unless data.cache_dir is set)
     mlflow.db   the MLflow tracking store (SQLite) unless a tracking URI is given; artifacts in mlartifacts/
     optuna.db   the Optuna study (SQLite): states, values and per-epoch scores of every trial
     space.json  the resolved search space (file + overrides) a --resume must match
+    ray.log     Ray's and Tune's own messages (``-v`` shows them on the terminal)
     summary.json
 
 ``--storage`` (a local path or a pyarrow URI: ``s3://``, ``gs://``, NFS) is where the Ray parts go
-on a cluster: Ray Train V2 does not copy a worker's checkpoints to the head node, so every node
-must reach it.
+on a cluster: neither Tune nor Ray Train V2 copies a trial's checkpoints to the head node, so every
+node must reach it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -40,32 +47,6 @@ class CollapseStopper(Stopper):
 
     def stop_all(self) -> bool:
         return False
-
-
-def trial_config(space: SearchSpace, params: dict[str, Any], trials_dir: str, trial_id: str):
-    """The exact config a trial runs: the resolved space, its sampled parameters and the search's own
-    settings. The trial and its MLflow record both come from here, so what MLflow shows is what ran."""
-    return space.trial_config(params, [
-        "eval.every=1",  # ASHA compares trials at its rungs: a score every epoch
-        "train.checkpoint_every=1", f"train.output_dir={trials_dir}",
-        f"train.run_name=train-{trial_id}",  # stable: a restored trial resumes its Train run
-    ])
-
-
-def make_trainable(space: SearchSpace, trials_storage: str, trials_dir: str):
-    """The Tune function trainable: one Ray Train TorchTrainer per trial (the Train V2 pattern).
-    Checkpoints go to ``trials_storage`` (path or URI), the run directory's files to ``trials_dir``."""
-
-    def trial(params: dict[str, Any]) -> None:
-        import ray.tune
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        from sslray.ray_train import build_trainer
-
-        cfg = trial_config(space, params, trials_dir, ray.tune.get_context().get_trial_id())
-        build_trainer(cfg, trials_storage, extra_callbacks=[TuneReportCallback()]).fit()
-
-    return trial
 
 
 class Interrupted:
@@ -96,15 +77,30 @@ class Interrupted:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
-               tracking_uri: str | None = None, registered_model: str | None = None, address: str | None = None,
-               num_cpus: float | None = None, trial_cpus: float = 0.1, storage: str | None = None,
-               experiment: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
+def run_search(space: SearchSpace, output: str, name: str, resume: bool = False, verbose: bool = False,
+               **kwargs: Any) -> dict[str, Any]:
     """Run (or continue) the search; returns the summary also written to summary.json. Raises
     ConfigError before anything is written if the cluster can never run a trial, or if a resumed
-    search's resolved space differs from the one it started with. ``experiment`` and
-    ``parent_run_id`` nest the search's MLflow run under another (an arm of a comparison); by
-    default it is the parent run of its own experiment ``name``."""
+    search's resolved space differs from the one it started with. It prints one line per
+    trial-epoch and trial end (search.progress); Ray's and Tune's own messages go to
+    ``<experiment>/ray.log``, and with ``verbose`` to the terminal as well."""
+    import mlflow  # noqa: F401  (imported first: each sets up its console logging on import)
+    import optuna
+    import ray.tune  # noqa: F401
+
+    from sslray.search.progress import routed_logs
+
+    optuna.logging.get_logger("optuna")  # optuna adds its console handler on first use
+    with routed_logs(Path(output).absolute() / name / "ray.log", verbose):
+        return _run_search(space, output, name, resume, verbose, **kwargs)
+
+
+def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbose: bool,
+                tracking_uri: str | None = None, registered_model: str | None = None, address: str | None = None,
+                num_cpus: float | None = None, trial_cpus: float = 0.1, storage: str | None = None,
+                experiment: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
+    """``experiment`` and ``parent_run_id`` nest the search's MLflow run under another (an arm of a
+    comparison); by default it is the parent run of its own experiment ``name``."""
     import os
 
     import mlflow
@@ -112,8 +108,11 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from sslray.data import DataError
     from sslray.resources import check_cluster, check_local, start_ray
+    from sslray.search.progress import SearchProgress
     from sslray.search.study import TruthfulOptunaSearch
+    from sslray.search.trainable import in_trial, make_trainable, trial_config, trial_resources, warm_data_cache
     from sslray.search.tracking import MLflowTrials
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # a diverged trial's last result has no score
@@ -122,20 +121,28 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     exp_dir = Path(output).absolute() / name
     ray_root = ray_storage(output, name, storage)
     check_resumable(exp_dir, space, resume)
-    scale = load_config(space.base).scale
+    base = load_config(space.base)
+    scale = base.scale
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or "local"
         if address == "local":
             check_local(scale, num_cpus)  # before anything starts or is written
             if num_cpus is None:
-                # Every trial's driver actor holds trial_cpus while it waits on its Train workers:
+                # A Ray Train trial's driver actor holds trial_cpus while it waits on its workers:
                 # with exactly one logical CPU per core, max_concurrent one-CPU trials would not fit
                 # and run one after another. One extra logical CPU covers the (sleeping) trial drivers.
-                num_cpus = (os.cpu_count() or 1) + max(1, math.ceil(space.max_concurrent * trial_cpus))
-        start_ray(address, num_cpus)
+                # An in-trial loop holds only its worker's CPUs: one logical CPU per core.
+                extra = 0 if in_trial(scale.workers) else max(1, math.ceil(space.max_concurrent * trial_cpus))
+                num_cpus = (os.cpu_count() or 1) + extra
+        start_ray(address, num_cpus, log_to_driver=verbose)  # trials' own output: their log.txt
     check_cluster(scale)  # before anything is written
 
     exp_dir.mkdir(parents=True, exist_ok=True)
+    trials_dir = str(exp_dir / "trials")
+    try:
+        warm_data_cache(trial_config(space, {}, trials_dir, "warm"))
+    except DataError:  # not on this machine (a cluster's driver): each node decodes and caches its own
+        pass
     (exp_dir / "space.json").write_text(json.dumps(space.to_record(), indent=2, default=str))
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp_dir / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
@@ -156,15 +163,18 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
         client.log_text(parent_id, space.text, "search_space.yaml")
         client.log_dict(parent_id, space.base, "base_config.json")
 
-    trials_dir = str(exp_dir / "trials")
-    trainable = tune.with_resources(make_trainable(space, f"{ray_root}/trials", trials_dir), {"cpu": trial_cpus})
+    trainable = tune.with_resources(make_trainable(space, f"{ray_root}/trials", trials_dir, scale.workers),
+                                    trial_resources(base, trial_cpus))
     interrupted = Interrupted()
     try:
         if resume and tune.Tuner.can_restore(f"{ray_root}/tune"):
             tuner = tune.Tuner.restore(f"{ray_root}/tune", trainable, resume_errored=True)
         else:
-            run_config = tune.RunConfig(name="tune", storage_path=ray_root, stop=CollapseStopper(space),
-                                        callbacks=[MLflowTrials(tracking_uri, exp_id, parent_id, space, trials_dir)])
+            keep = tune.CheckpointConfig(num_to_keep=base.train.keep_checkpoints)  # in-trial runs
+            run_config = tune.RunConfig(name="tune", storage_path=ray_root, stop=CollapseStopper(space), checkpoint_config=keep,
+                                        callbacks=[MLflowTrials(tracking_uri, exp_id, parent_id, space, trials_dir),
+                                                   SearchProgress(space)],
+                                        verbose=None if verbose else 0)  # Tune's tables: ours replace them
             searcher = TruthfulOptunaSearch(space, storage=optuna_storage(exp_dir, name, fresh=True), study_name=name)
             scheduler = ASHAScheduler(time_attr="epoch", max_t=space.max_epochs, grace_period=space.asha.grace_period,
                                       reduction_factor=space.asha.reduction_factor)
@@ -277,7 +287,8 @@ def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str
         outcome = child.data.tags.get("sslray.outcome", "failed" if r.error else "unknown") if child else (
             "failed" if r.error else "unknown")
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        ckpt = m.get("checkpoint_path")  # a path inside the storage's filesystem
+        # a path inside the storage's filesystem: Ray Train's (in the result) or Tune's own (in-trial)
+        ckpt = m.get("checkpoint_path") or (r.checkpoint.path if r.checkpoint else None)
         rows.append({"trial_id": trial_id, "outcome": outcome, "epochs": m.get("epoch"), space.metric: m.get(space.metric),
                      "params": r.config, "checkpoint": ckpt and storage_uri(ray_root, ckpt),
                      "mlflow_run_id": child.info.run_id if child else None})
@@ -311,10 +322,13 @@ def log_best_encoder(client, parent_id: str, best: dict, registered_model: str |
     ckpt = resolve_checkpoint(best["checkpoint"])  # copied from storage when it is a URI
     ckpt = ckpt / RAY_CKPT_FILE if ckpt.is_dir() else ckpt
     encoder = load_encoder(ckpt)
-    with mlflow.start_run(run_id=best["mlflow_run_id"] or parent_id):
+    said = io.StringIO()  # MLflow prints "Successfully registered model ..." itself: into its log instead
+    with mlflow.start_run(run_id=best["mlflow_run_id"] or parent_id), contextlib.redirect_stderr(said):
         info = mlflow.pytorch.log_model(encoder, name="encoder", serialization_format="pickle",
                                         registered_model_name=registered_model)
         mlflow.log_artifact(str(ckpt), artifact_path="checkpoint")
+    if said.getvalue().strip():
+        logging.getLogger("mlflow").info(said.getvalue().strip())
     if registered_model:
         versions = client.search_model_versions(f"name='{registered_model}'")
         latest = max(versions, key=lambda v: int(v.version))

@@ -66,7 +66,7 @@ class MLflowTrials(Callback):
 
     def record(self, trial) -> tuple[str, str, Any, dict[str, str]]:
         """(run name, parent run id, the exact config the trial runs, extra tags) of a new run."""
-        from sslray.search.run import trial_config
+        from sslray.search.trainable import trial_config
 
         # exactly the config the trial runs: resolved space + sampled values + the search's settings
         config = trial_config(self.space, trial.config, self.trials_dir, trial.trial_id)
@@ -88,8 +88,10 @@ class MLflowTrials(Callback):
         metrics = [m for m in metrics if math.isfinite(m.value)]
         if metrics:
             self.client.log_batch(self._run_id(trial), metrics=metrics)
-        if "checkpoint_dir_name" in result or "checkpoint_path" in result:
-            self.client.set_tag(self._run_id(trial), "sslray.checkpoint", result.get("checkpoint_path", ""))
+        ckpt = result.get("checkpoint_path") or (  # Ray Train's, or Tune's own of an in-trial loop
+            result.get("checkpoint_dir_name") and f"{trial.path}/{result['checkpoint_dir_name']}")
+        if ckpt:
+            self.client.set_tag(self._run_id(trial), "sslray.checkpoint", ckpt)
 
     def _end(self, trial, status: str, reason: str) -> None:
         run_id = self._run_id(trial)
