@@ -227,6 +227,9 @@ def optuna_storage(exp_dir: Path, name: str, fresh: bool):
     return storage
 
 
+ORPHANED = "orphaned: the search driver was killed before Tune saved this trial (Tune starts a new one instead)"
+
+
 def close_orphans(exp_dir: Path, name: str) -> None:
     """At the end of a search no Optuna trial may stay RUNNING. One can only be left by a driver
     killed (SIGKILL) after Optuna created a trial and before Tune saved it: Tune never resumes it,
@@ -237,7 +240,7 @@ def close_orphans(exp_dir: Path, name: str) -> None:
     study = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}"))
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "outcome", "failed")
-        study._storage.set_trial_user_attr(t._trial_id, "reason", "orphaned: the search driver was killed before Tune saved this trial")
+        study._storage.set_trial_user_attr(t._trial_id, "reason", ORPHANED)
         study.tell(t.number, state=TrialState.FAIL)
 
 
@@ -307,6 +310,11 @@ def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str
         summary["best"]["model_uri"] = log_best_encoder(client, parent_id, best, registered_model)
     client.log_dict(parent_id, summary, "summary.json")
     close_orphans(exp_dir, Path(exp_dir).name)
+    for child in children.values():  # every trial Tune knows has ended: a run still RUNNING is an orphan
+        if child.info.status == "RUNNING":
+            client.set_tag(child.info.run_id, "sslray.outcome", "failed")
+            client.set_tag(child.info.run_id, "sslray.stop_reason", ORPHANED)
+            client.set_terminated(child.info.run_id, "KILLED")
     client.set_terminated(parent_id, "FINISHED")
     (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
