@@ -27,7 +27,7 @@ from sslray.eval import collapse_stats, extract_features, knn_accuracy, probe_ac
 from sslray.methods import build_method
 from sslray.methods.base import fp32
 from sslray.optim import build_optimizer, lr_factor, scaled_lr, set_lr
-from sslray.parallel import wrap_data_parallel
+from sslray.parallel import compile_net, wrap_data_parallel
 from sslray.views import Crops
 
 
@@ -122,13 +122,15 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         start_epoch, best = resume["epoch"], dict(resume.get("best", {}))
         reporter.log(f"resumed from epoch {start_epoch}")
     net = wrap_data_parallel(model, rt.device, cfg.model.sync_batchnorm) if rt.world_size > 1 else model
+    net = compile_net(net, t.compile)  # epoch 1's img/s includes the compile time
 
     steps_per_epoch = len(train) // global_batch
     total_steps, warmup_steps = t.epochs * steps_per_epoch, int(o.warmup_epochs * steps_per_epoch)
     base_lr = scaled_lr(o, global_batch)
     reporter.log(f"{cfg.loss.name} | {cfg.model.encoder} | {len(train)} train / {len(test)} test images | "
                  f"batch {t.batch_size}/worker x {rt.world_size} = {global_batch} global | lr {base_lr:.4g} | "
-                 f"{rt.device}, {'bf16' if rt.amp_dtype else 'fp32'}{', channels_last' if rt.channels_last else ''}")
+                 f"{rt.device}, {'bf16' if rt.amp_dtype else 'fp32'}{', channels_last' if rt.channels_last else ''}"
+                 f"{'' if t.compile == 'false' else ', compiled'}")
 
     metrics: dict[str, Any] = dict(resume["metrics"]) if resume is not None else {}
     status, reason, completed = "finished", None, start_epoch
@@ -186,7 +188,9 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
                        epoch_time_s=train_time)
         last = epoch + 1 == t.epochs
         if (cfg.eval.every and (epoch + 1) % cfg.eval.every == 0) or last:
+            t_eval = time.perf_counter()
             metrics.update(evaluate(cfg, model, train_images, train_labels, test, num_classes, rt))
+            metrics["eval_time_s"] = time.perf_counter() - t_eval  # evaluate ends in host reads: no sync needed
             if rt.is_main and metrics["knn_top1"] > best.get("knn_top1", -1.0):
                 best = {"knn_top1": metrics["knn_top1"], "epoch": epoch + 1}
         checkpoint = None

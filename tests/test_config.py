@@ -36,6 +36,13 @@ def test_overrides_are_typed_and_nested():
     assert cfg.train.channels_last == "true"
 
 
+def test_compile_takes_yaml_booleans_and_a_mode():
+    assert load_config(None).train.compile == "false"
+    assert load_config({"train": {"compile": True}}).train.compile == "true"  # YAML `compile: true`
+    assert load_config(None, ["train.compile=false"]).train.compile == "false"
+    assert load_config(None, ["train.compile=max-autotune"]).train.compile == "max-autotune"
+
+
 def test_asymmetric_preset_and_explicit_override():
     cfg = load_config({"views": {"preset": "asymmetric", "crops": [{"blur_p": 0.5}, {}]}})
     assert (cfg.views.crops[0].blur_p, cfg.views.crops[1].blur_p) == (0.5, 0.1)
@@ -62,6 +69,9 @@ def test_asymmetric_preset_and_explicit_override():
     (["model.projector=12-x"], "model.projector", "2048-2048-2048"),
     (["optim.name=adam"], "optim.name", "lars"),
     (["train.device=tpu"], "train.device", "cuda"),
+    (["train.compile=fast"], "train.compile: 'fast' is not allowed", "false, true, max-autotune"),
+    (["train.compile=1"], "train.compile: 1 is not allowed", "false, true, max-autotune"),
+    (["train.channels_last=1"], "train.channels_last: 1 is not allowed", "auto, true, false"),
     (["views.crops.0.hflip_p=1.5"], "views.crops.0.hflip_p", "[0, 1]"),
     (["views.crops.0.crop_scale=[0.5, 0.2]"], "views.crops.0.crop_scale[1]", "[0.5, 1]"),
     (["views.crops.1.count=0"], "views.crops.1.count", "[1, inf)"),

@@ -29,3 +29,28 @@ def test_cuda_training_uses_bf16_and_channels_last(tiny_cfg, tmp_path):
     assert rt.device.type == "cuda" and rt.amp_dtype == torch.bfloat16 and rt.channels_last
     summary = run(cfg, LocalReporter(cfg, tmp_path / "r", None, echo=False))
     assert summary["status"] == "finished" and summary["metrics"]["knn_top1"] > 0
+
+
+def test_cuda_compiled_training_with_bf16_and_channels_last(tiny_cfg, tmp_path):
+    """A few compiled steps on the GPU path (bf16 autocast, channels_last): finite losses, and the
+    checkpoint holds the plain method's keys (never the compiled wrapper's ``_orig_mod.``)."""
+    from sslray.checkpoint import load_checkpoint
+    from sslray.loop import resolve_runtime, run
+    from sslray.methods import build_method
+    from sslray.train import LocalReporter
+
+    tiny_cfg["train"].update(epochs=1, compile="true", device="cuda")
+    tiny_cfg["data"]["synthetic_train_size"] = 96  # 3 steps of 32
+    cfg = load_config(tiny_cfg)
+    rt = resolve_runtime(cfg)
+    assert rt.amp_dtype == torch.bfloat16 and rt.channels_last
+    torch._dynamo.reset()
+    rep = LocalReporter(cfg, tmp_path / "r", None, echo=False)
+    summary = run(cfg, rep)
+    torch._dynamo.reset()
+    m = summary["metrics"]
+    assert summary["status"] == "finished" and all(torch.isfinite(torch.tensor(m[k])) for k in m if k.startswith("loss"))
+    assert m["eval_time_s"] > 0
+    ckpt = load_checkpoint(rep.last_checkpoint)
+    assert not any("_orig_mod" in k for k in ckpt["model"])
+    build_method(cfg, ckpt["num_classes"]).load_state_dict(ckpt["model"])

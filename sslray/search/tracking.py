@@ -108,8 +108,8 @@ class MLflowTrials(Callback):
         self._end(trial, "failed", f"error: {where}")
 
 
-_LOGGED = {"epoch", "lr", "img_per_s", "epoch_time_s", "knn_top1", "probe_top1", "probe_loss", "rankme", "rankme_rep",
-           "emb_std", "emb_std_ratio"}
+_LOGGED = {"epoch", "lr", "img_per_s", "epoch_time_s", "eval_time_s", "knn_top1", "probe_top1", "probe_loss", "rankme",
+           "rankme_rep", "emb_std", "emb_std_ratio"}
 
 
 def mlflow_param(key: str, value: Any):
