@@ -505,8 +505,8 @@ def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path, runne
     assert not list((tmp_path / "exp" / "c" / "trials").rglob("checkpoint.pt"))
     best = summary["best"]
     assert best["checkpoint"].startswith(storage + ("/c/trials/train-" if runner == "ray-train" else "/c/tune/"))
-    assert torch.load(resolve_checkpoint(best["checkpoint"]) / "checkpoint.pt",
-                      weights_only=True)["epoch"] == 2
+    local = resolve_checkpoint(best["checkpoint"])  # the checkpoint file, copied from the storage URI
+    assert torch.load(local / "checkpoint.pt" if local.is_dir() else local, weights_only=True)["epoch"] == 2
     enc = sslray.load_encoder(best["checkpoint"])  # copied back from the storage URI
     assert enc(torch.randn(2, 3, 32, 32)).shape == (2, 64)
     # a second search of the same name on the same storage is refused before anything starts

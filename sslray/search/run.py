@@ -98,9 +98,11 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
 def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbose: bool,
                 tracking_uri: str | None = None, registered_model: str | None = None, address: str | None = None,
                 num_cpus: float | None = None, trial_cpus: float = 0.1, storage: str | None = None,
-                experiment: str | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
+                experiment: str | None = None, parent_run_id: str | None = None,
+                callbacks: list | None = None) -> dict[str, Any]:
     """``experiment`` and ``parent_run_id`` nest the search's MLflow run under another (an arm of a
-    comparison); by default it is the parent run of its own experiment ``name``."""
+    comparison); by default it is the parent run of its own experiment ``name``. ``callbacks``: more
+    Tune callbacks (benchmarks' timers)."""
     import os
 
     import mlflow
@@ -173,7 +175,7 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
             keep = tune.CheckpointConfig(num_to_keep=base.train.keep_checkpoints)  # in-trial runs
             run_config = tune.RunConfig(name="tune", storage_path=ray_root, stop=CollapseStopper(space), checkpoint_config=keep,
                                         callbacks=[MLflowTrials(tracking_uri, exp_id, parent_id, space, trials_dir),
-                                                   SearchProgress(space)],
+                                                   SearchProgress(space), *(callbacks or [])],
                                         verbose=None if verbose else 0)  # Tune's tables: ours replace them
             searcher = TruthfulOptunaSearch(space, storage=optuna_storage(exp_dir, name, fresh=True), study_name=name)
             scheduler = ASHAScheduler(time_attr="epoch", max_t=space.max_epochs, grace_period=space.asha.grace_period,
