@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from sslray import data as data_mod
 from sslray.config import Config
+from sslray.data.subset import stratified_subset
 from sslray.eval import collapse_stats, extract_features, knn_accuracy, probe_accuracy
 from sslray.methods import build_method
 from sslray.methods.base import fp32
@@ -244,6 +245,9 @@ def evaluate(cfg: Config, model, train_images, train_labels, test, num_classes: 
     if not rt.is_main:
         return {}
     e = cfg.eval
+    if e.knn_train_limit is not None and e.knn_train_limit < len(train_labels):  # the same bank every epoch
+        bank = stratified_subset(train_labels.cpu(), e.knn_train_limit, cfg.train.seed).to(train_labels.device)
+        train_images, train_labels = train_images[bank], train_labels[bank]
     kw = dict(views_cfg=cfg.views, batch_size=e.feature_batch_size, amp_dtype=rt.amp_dtype, channels_last=rt.channels_last)
     train_reps, _ = extract_features(model.encoder, train_images, **kw)
     test_reps, test_embs = extract_features(model.encoder, test.images, projector=model.projector, **kw)

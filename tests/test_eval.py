@@ -57,3 +57,32 @@ def test_linear_probe_learns_separable_features():
     ytr, yte = (xtr @ w).argmax(1), (xte @ w).argmax(1)
     r = linear_probe(xtr, ytr, xte, yte, 3, epochs=30, lr=1e-2, batch_size=50)
     assert r["probe_test_top1"] > 0.9 and r["probe_train_top1"] > 0.9
+
+
+def test_in_training_knn_bank_is_a_fixed_stratified_subset_of_the_training_images(tiny_cfg):
+    """eval.knn_train_limit: the per-epoch kNN scores the test images against that many training
+    images (the same class-stratified subset every epoch), not the whole split."""
+    from sslray import data as data_mod
+    from sslray.config import load_config
+    from sslray.data.subset import stratified_subset
+    from sslray.eval import extract_features
+    from sslray.loop import evaluate, resolve_runtime
+    from sslray.methods import build_method
+
+    cfg = load_config(tiny_cfg)
+    rt = resolve_runtime(cfg)
+    train = data_mod.load_split(cfg.data, "train")
+    test = data_mod.load_split(cfg.data, "test")
+    torch.manual_seed(0)
+    model = build_method(cfg, len(train.classes))
+    everything = evaluate(cfg, model, train.images, train.labels, test, len(train.classes), rt)
+    cfg.eval.knn_train_limit = len(train)  # the whole split: the same numbers
+    assert evaluate(cfg, model, train.images, train.labels, test, len(train.classes), rt) == everything
+    cfg.eval.knn_train_limit = 100
+    limited = evaluate(cfg, model, train.images, train.labels, test, len(train.classes), rt)
+    bank = stratified_subset(train.labels, 100, cfg.train.seed)
+    assert len(bank) == 100 and torch.equal(train.labels[bank].bincount(), (train.labels.bincount() * 100 / len(train)).round().long())
+    reps, _ = extract_features(model.encoder, train.images[bank], cfg.views, cfg.eval.feature_batch_size)
+    test_reps, _ = extract_features(model.encoder, test.images, cfg.views, cfg.eval.feature_batch_size)
+    expected = knn_accuracy(reps, train.labels[bank], test_reps, test.labels, len(train.classes), cfg.eval.knn_k, cfg.eval.knn_t)
+    assert limited["knn_top1"] == expected and limited["knn_top1"] != everything["knn_top1"]

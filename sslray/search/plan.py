@@ -34,7 +34,8 @@ def budget(space: SearchSpace, epoch_seconds: float | None = None) -> dict[str, 
     asha = sum(r * (stop - prev) for r, stop, prev in zip(reach, stops, [0] + stops[:-1]))
     out = {"trials": n, "max_concurrent": space.max_concurrent, "epochs": space.max_epochs,
            "rungs": stops[:-1], "trials_reaching": dict(zip(stops, reach)),
-           "trial_epochs_asha": asha, "trial_epochs_all": n * space.max_epochs}
+           "trial_epochs_asha": asha, "trial_epochs_all": n * space.max_epochs,
+           "ray_train": space.base["scale"].get("workers", 1) >= 2}
     if epoch_seconds:
         gpus = _gpus_per_trial(space)
         for key in ("asha", "all"):
@@ -62,7 +63,8 @@ def format_budget(b: dict[str, Any]) -> str:
                      f"({b['gpu_hours_all']} worst case), ~{_h(b['wall_hours_asha'])} wall on {b['gpus_at_once']} GPUs"
                      if b["gpus_at_once"] else f"at the given seconds per trial-epoch: ~{_h(b['wall_hours_asha'])} wall with ASHA "
                      f"({_h(b['wall_hours_all'])} worst case); CPU-only trials")
-        lines.append("(plus ~20 s of Ray Train start-up per trial)")
+        lines.append("(plus ~20 s of Ray Train start-up per trial)" if b["ray_train"] else
+                     "(plus a few seconds of start-up per trial: one worker runs in the trial itself)")
     return "\n".join(lines)
 
 
