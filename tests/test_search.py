@@ -336,7 +336,7 @@ def test_collapse_stopper_and_outcomes_record_why():
     from sslray.search.outcome import trial_outcome
     from sslray.search.run import CollapseStopper
 
-    space = load_search_space(REPO / "search_spaces" / "quickstart.yaml")  # 8 epochs
+    space = load_search_space(REPO / "search_spaces" / "quickstart.yaml", ["train.epochs=8"])
     stop = CollapseStopper(space)
     results = {"a": {"epoch": 1, "rankme": 40.0, "emb_std_ratio": 0.9},
                "b": {"epoch": 2, "rankme": 1.3, "emb_std_ratio": 0.9},
@@ -542,7 +542,7 @@ def test_plan_prints_the_budget_and_runs_nothing(tmp_path):
                            "--plan", "--epoch-seconds", "20", "train.epochs=12", "--output", str(tmp_path / "exp")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "up to 12 epochs" in proc.stdout and "ASHA rungs at epochs 2, 6" in proc.stdout
+    assert "up to 12 epochs" in proc.stdout and "ASHA rungs at epochs 3, 9" in proc.stdout
     assert not (tmp_path / "exp").exists()
 
 
