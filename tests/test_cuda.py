@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sslray.config import ViewConfig, load_config
-from sslray.views import apply_view, sample_view_params
+from sslray.views import Crops, apply_view, sample_view_params
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -18,6 +18,23 @@ def test_cuda_view_path_matches_cpu_path():
     cpu = apply_view(x, params, vc, 32)
     gpu = apply_view(x.cuda(), {k: v.cuda() for k, v in params.items()}, vc, 32)
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+def test_cuda_crops_do_not_sync_with_the_host():
+    """Every crop of a batch is computed without a device -> host sync (CUDA's sync debug mode
+    raises on one). The first call copies the normalisation constants to the device."""
+    cfg = load_config({"views": {"preset": "asymmetric"}}).views
+    crops = Crops(cfg)
+    x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    crops(x, g)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        views = crops(x, g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [v.shape for v in views] == [(256, 3, 32, 32)] * 2
 
 
 def test_cuda_training_uses_bf16_and_channels_last(tiny_cfg, tmp_path):
