@@ -23,9 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], log: Path) -> float:
+    """Wall seconds of ``cmd``; what it printed is kept in ``log``."""
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, stdout=f, cwd=ROOT)
     return time.perf_counter() - t0
 
 
@@ -45,10 +47,10 @@ def main() -> None:
     root = f"data.root={Path(args.root).absolute()}"
 
     recipe_s = timed([sys.executable, "-m", "sslray.train", "sslray/recipes/cifar10_cpu_vicreg.yaml", root,
-                      f"train.output_dir={out}", "train.run_name=recipe"])
+                      f"train.output_dir={out}", "train.run_name=recipe"], out / "recipe.out")
     recipe = json.loads((out / "recipe" / "summary.json").read_text())
     search_s = timed([sys.executable, "-m", "sslray.tune", "search_spaces/quickstart.yaml", root,
-                      "--output", str(out), "--name", "quickstart"])
+                      "--output", str(out), "--name", "quickstart"], out / "quickstart.out")
     search = json.loads((out / "quickstart" / "summary.json").read_text())
     best = search["best"]
     r, q = evaluate(recipe["checkpoint"]), evaluate(best["checkpoint"])
@@ -62,6 +64,7 @@ def main() -> None:
     print(f"  trials: {search['outcomes']}; best: epoch {best['epochs']}, {json.dumps(best['params'])}")
     print(f"wall time search / recipe: {search_s / recipe_s:.2f} (target <= 1.5)")
     print(f"kNN search - recipe: {100 * (q['knn_top1'] - r['knn_top1']):+.2f} points (target > 0)")
+    print(f"printed by each: {out / 'recipe.out'}, {out / 'quickstart.out'}")
 
 
 if __name__ == "__main__":

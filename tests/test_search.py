@@ -503,6 +503,10 @@ def test_search_on_a_running_multi_node_cluster_with_uri_storage(tmp_path, runne
     last = "trials/train-*/epoch_0002" if runner == "ray-train" else "tune/*/checkpoint_000001"  # Tune counts from 0
     assert (bucket / "tune").is_dir() and len(list(bucket.glob(f"{last}/checkpoint.pt"))) == 2
     assert not list((tmp_path / "exp" / "c" / "trials").rglob("checkpoint.pt"))
+    # the dataset was decoded once, by the driver, into the experiment's cache every trial read
+    assert len(list((tmp_path / "exp" / "c" / "data_cache").glob("*.pt"))) == 2
+    ran = yaml.safe_load(next((tmp_path / "exp" / "c" / "trials").glob("train-*/config.yaml")).read_text())
+    assert ran["data"]["cache_dir"] == str(tmp_path / "exp" / "c" / "data_cache")
     best = summary["best"]
     assert best["checkpoint"].startswith(storage + ("/c/trials/train-" if runner == "ray-train" else "/c/tune/"))
     local = resolve_checkpoint(best["checkpoint"])  # the checkpoint file, copied from the storage URI

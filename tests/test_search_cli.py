@@ -330,3 +330,27 @@ def test_an_experiment_made_before_the_kind_tag_gets_it_on_the_next_search(tmp_p
     new = mlflow_experiment(client, "new", tmp_path, uri)
     for exp_id in (old, new):
         assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_undecodable_images_are_refused_before_the_first_trial(tmp_path):
+    """The search decodes the dataset once before its trials (into the experiment's data cache):
+    images that do not decode are bad input -- one line naming the rows, exit 2, no experiment
+    left behind -- not a failure of every trial."""
+    import pyarrow.parquet as pq
+
+    from test_data import _table
+
+    pq.write_table(_table(n=64, bad_rows=(5,)), tmp_path / "train.parquet")
+    pq.write_table(_table(n=32), tmp_path / "test.parquet")
+    path, doc = _space(tmp_path)
+    doc["config"]["data"] = {"source": "parquet", "train_path": str(tmp_path / "train.parquet"),
+                             "test_path": str(tmp_path / "test.parquet")}
+    doc["config"]["views"] = {"size": 16}
+    path.write_text(yaml.safe_dump(doc))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "sslray.tune", str(path), "--output", str(tmp_path / "exp"),
+                           "--name", "bad", "--num-cpus", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "1 image(s) could not be decoded: row 5 (split/5.jpg)" in lines[0], proc.stderr
+    assert not (tmp_path / "exp" / "bad").exists()

@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,9 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
     check_resumable(exp_dir, space, resume)
     base = load_config(space.base)
     scale = base.scale
-    if not ray.is_initialized():
+    if ray.is_initialized():  # connected by the caller: whatever it is, not ours to judge as local
+        address = address or "connected"
+    else:
         address = address or os.environ.get("RAY_ADDRESS") or "local"
         if address == "local":
             check_local(scale, num_cpus)  # before anything starts or is written
@@ -139,12 +142,18 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
         start_ray(address, num_cpus, log_to_driver=verbose)  # trials' own output: their log.txt
     check_cluster(scale)  # before anything is written
 
+    fresh = not exp_dir.exists()
     exp_dir.mkdir(parents=True, exist_ok=True)
     trials_dir = str(exp_dir / "trials")
     try:
         warm_data_cache(trial_config(space, {}, trials_dir, "warm"))
-    except DataError:  # not on this machine (a cluster's driver): each node decodes and caches its own
-        pass
+    except DataError:
+        if address != "local":  # a cluster's driver may not hold the data: each node decodes its own
+            pass
+        else:  # the trials would read the same broken files: bad input, and nothing left behind
+            if fresh:
+                shutil.rmtree(exp_dir, ignore_errors=True)
+            raise
     (exp_dir / "space.json").write_text(json.dumps(space.to_record(), indent=2, default=str))
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp_dir / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
