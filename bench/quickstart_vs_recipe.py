@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--output", help="where both leave their runs (default: a new temporary folder)")
     args = ap.parse_args()
     out = Path(args.output or tempfile.mkdtemp(prefix="sslray-bench-")).absolute()
+    out.mkdir(parents=True, exist_ok=True)
     root = f"data.root={Path(args.root).absolute()}"
 
     recipe_s = timed([sys.executable, "-m", "sslray.train", "sslray/recipes/cifar10_cpu_vicreg.yaml", root,

@@ -1,17 +1,19 @@
 """Search benchmarks, side by side in one run.
 
     python bench/search_overhead.py tune   [--root ../shared/data] [--epochs 3]   # (a) what a trial costs
-    python bench/search_overhead.py asha   [--root ../shared/data]                # (b) ASHA vs every trial to the end
+    python bench/search_overhead.py asha   [--root ../shared/data] [--space F]    # (b) ASHA vs every trial to the end
 
-(a) Four identical ``search_spaces/quickstart.yaml`` trials, two at a time, through ``sslray.tune``
+(a) Four identical ``search_spaces/quickstart.yaml`` trials (on 20,000 images, one core each), two
+    at a time, through ``sslray.tune``
     (one worker per trial: the loop runs in the Tune trial itself) vs the same four runs as bare
     ``python -m sslray.train --workers 0`` processes, two side by side, on the same warm local Ray
     machine and the same decoded-data cache. Prints both wall times and their ratio (target
     <= 1.05), and each trial's start-up: Tune starting the trial -> its first training step,
     measured on the driver as (first result's arrival - trial start - that epoch's training and
     evaluation time); target < 3 s.
-(b) ``search_spaces/quickstart.yaml`` on real CIFAR-10 with its ASHA settings vs with ASHA
-    disabled (grace period = max epochs): trial-epochs spent, best score and wall time of each.
+(b) A search space (default ``search_spaces/cpu_vicreg.yaml``) on real CIFAR-10 with its ASHA
+    settings vs with ASHA disabled (grace period = max epochs): trial-epochs spent, best score and
+    wall time of each.
 """
 from __future__ import annotations
 
@@ -64,8 +66,9 @@ def tune_overhead(root: str, epochs: int) -> None:
     from sslray.search.trainable import trial_config, warm_data_cache
 
     out = Path(tempfile.mkdtemp(prefix="sslray-bench-"))
-    space = load_search_space(ROOT / "search_spaces/quickstart.yaml",
-                              [f"data.root={os.path.abspath(root)}", f"train.epochs={epochs}"])
+    space = load_search_space(ROOT / "search_spaces/quickstart.yaml",  # 2 at a time: one core each
+                              [f"data.root={os.path.abspath(root)}", f"train.epochs={epochs}", "data.limit=20000",
+                               "scale.cpus_per_worker=1"])
     space.params = [ParamSpec("optim.lr", "choice", values=[0.3])]  # four identical trials
     space.num_trials, space.max_concurrent = 4, 2
     space.asha = dataclasses.replace(space.asha, grace_period=space.max_epochs)  # nobody stopped early
@@ -91,7 +94,8 @@ def tune_overhead(root: str, epochs: int) -> None:
     timer = StartupTimer()
     summary, tuned = _search(space, out, "tune4", callbacks=[timer])
     startups = sorted(timer.startup.values())
-    print(f"CPU cores: {cores}; quickstart config, {epochs} epochs per run, 4 runs 2 at a time, 1 CPU each")
+    print(f"CPU cores: {cores}; quickstart config on 20,000 images, {epochs} epochs per run, 4 runs 2 at a time, "
+          "1 CPU each")
     print(f"{'':<52}{'wall s':>10}")
     print(f"{'bare `python -m sslray.train --workers 0`, 2 side by side':<52}{bare:>10.1f}")
     print(f"{'sslray.tune, 4 trials, 2 at a time (in-trial loop)':<52}{tuned:>10.1f}   outcomes {summary['outcomes']}")
@@ -100,11 +104,11 @@ def tune_overhead(root: str, epochs: int) -> None:
           f"max {max(startups):.2f} over {len(startups)} trials (target < 3)")
 
 
-def asha_vs_full(root: str) -> None:
+def asha_vs_full(root: str, space_file: str) -> None:
     from sslray.search.space import load_search_space
 
     out = Path(tempfile.mkdtemp(prefix="sslray-bench-"))
-    space = load_search_space(ROOT / "search_spaces/quickstart.yaml", [f"data.root={os.path.abspath(root)}"])
+    space = load_search_space(ROOT / space_file, [f"data.root={os.path.abspath(root)}"])
     full = copy.deepcopy(space)
     full.asha = dataclasses.replace(full.asha, grace_period=full.max_epochs)
     rows = []
@@ -123,11 +127,12 @@ def main() -> None:
     ap.add_argument("which", choices=["tune", "asha"])
     ap.add_argument("--root", default=str(ROOT.parent / "shared/data"))
     ap.add_argument("--epochs", type=int, default=3, help="(tune) epochs of each of the four runs")
+    ap.add_argument("--space", default="search_spaces/cpu_vicreg.yaml", help="(asha) the search space")
     args = ap.parse_args()
     if args.which == "tune":
         tune_overhead(args.root, args.epochs)
     else:
-        asha_vs_full(args.root)
+        asha_vs_full(args.root, args.space)
 
 
 if __name__ == "__main__":
