@@ -589,3 +589,33 @@ def test_searcher_restored_from_before_a_trial_was_told_does_not_tell_it_again(t
     assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(0.4)
     assert trial.intermediate_values == {1: 0.2, 2: 0.3, 3: 0.35, 4: 0.4}
     assert trial.user_attrs["outcome"] == "finished"
+
+
+def test_a_trial_that_diverged_or_collapsed_no_longer_sets_ashas_bar():
+    """Measured on the quickstart: a high-lr trial led at ASHA's first rung, diverged later, and
+    its early score stopped the paper's weights. A diverged or collapsed trial leaves the rungs."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from sslray.search.scheduler import SoundASHA
+
+    space = load_search_space(REPO / "search_spaces" / "quickstart.yaml", ["train.epochs=18"])  # rungs 2, 6
+    asha = SoundASHA(space.stop, time_attr="epoch", metric="knn_top1", mode="max", max_t=18, grace_period=2,
+                     reduction_factor=3)
+    fast, steady, third = (SimpleNamespace(trial_id=k) for k in ("fast", "steady", "third"))
+    for t in (fast, steady, third):
+        asha.on_trial_add(None, t)
+    ok = {"rankme": 50.0, "emb_std_ratio": 0.9}
+    assert asha.on_trial_result(None, fast, {"epoch": 2, "knn_top1": 0.49, **ok}) == TrialScheduler.CONTINUE
+    # while the fast trial is sound, its score is the bar
+    assert asha.on_trial_result(None, steady, {"epoch": 2, "knn_top1": 0.44, **ok}) == TrialScheduler.STOP
+    diverged = {"epoch": 8, "status": "diverged", "reason": "non-finite loss at epoch 8, step 195"}
+    assert asha.on_trial_result(None, fast, diverged) == TrialScheduler.STOP
+    asha.on_trial_complete(None, fast, diverged)
+    rung2 = next(recorded for milestone, recorded in asha._brackets[0]._rungs if milestone == 2)
+    assert "fast" not in rung2 and rung2 == {"steady": 0.44}
+    # a later trial is judged against the sound ones only
+    assert asha.on_trial_result(None, third, {"epoch": 2, "knn_top1": 0.45, **ok}) == TrialScheduler.CONTINUE
+    collapsed = {"epoch": 3, "knn_top1": 0.5, "rankme": 1.2, "emb_std_ratio": 0.9}
+    assert asha.on_trial_result(None, third, collapsed) == TrialScheduler.STOP and "third" not in rung2

@@ -109,11 +109,11 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
     import mlflow
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from sslray.data import DataError
     from sslray.resources import check_cluster, check_local, start_ray
     from sslray.search.progress import SearchProgress
+    from sslray.search.scheduler import SoundASHA
     from sslray.search.study import TruthfulOptunaSearch
     from sslray.search.trainable import in_trial, make_trainable, trial_config, trial_resources, warm_data_cache
     from sslray.search.tracking import MLflowTrials
@@ -187,7 +187,7 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
                                                    SearchProgress(space), *(callbacks or [])],
                                         verbose=None if verbose else 0)  # Tune's tables: ours replace them
             searcher = TruthfulOptunaSearch(space, storage=optuna_storage(exp_dir, name, fresh=True), study_name=name)
-            scheduler = ASHAScheduler(time_attr="epoch", max_t=space.max_epochs, grace_period=space.asha.grace_period,
+            scheduler = SoundASHA(space.stop, time_attr="epoch", max_t=space.max_epochs, grace_period=space.asha.grace_period,
                                       reduction_factor=space.asha.reduction_factor)
             tuner = tune.Tuner(trainable, run_config=run_config,
                                tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
