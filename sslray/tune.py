@@ -1,9 +1,10 @@
 """``python -m sslray.tune SEARCH_SPACE.yaml [key.sub=value ...]``: the search.
 
-Optuna TPE proposes loss weights (and lr, ...), each trial pretrains through Ray Train and reports
-kNN / probe / RankMe every epoch, ASHA stops the weak ones at its rungs, collapsed or diverged
-trials are stopped and recorded, and MLflow holds one parent run for the search and one nested
-run per trial. The best trial's encoder is logged as an MLflow PyTorch model and registered.
+Optuna TPE proposes loss weights (and lr, ...), each trial pretrains (in the trial itself with one
+worker, through Ray Train with more) and reports kNN / probe / RankMe every epoch, ASHA stops the
+weak ones at its rungs, collapsed or diverged trials are stopped and recorded, and MLflow holds one
+parent run for the search and one nested run per trial. It prints one line per trial-epoch and
+trial end; Ray's own messages go to <experiment>/ray.log (``-v``: also to the terminal). The best trial's encoder is logged as an MLflow PyTorch model and registered.
 ``--resume`` continues an interrupted search: no finished trial runs again, no MLflow duplicates.
 Overrides apply to every trial's config, e.g. ``data.root=/data``.
 """
