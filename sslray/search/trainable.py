@@ -17,6 +17,7 @@ in Tune's trial folder, ``<storage>/tune/<trial>/checkpoint_NNNNNN/`` -- both ``
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ def make_trainable(space, trials_storage: str, trials_dir: str, workers: int):
         from sslray.loop import run
 
         cfg = trial_config(space, params, trials_dir, ray.tune.get_context().get_trial_id())
+        # Tune logs every persisted checkpoint at INFO from the trial: the epoch line already says it
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
         # Ray sets OMP_NUM_THREADS to the trial's CPUs, but torch's intra-op pool is sized at import
         # from the machine's cores: match it to what Tune reserved, or trials oversubscribe the cores.
         torch.set_num_threads(max(1, int(cfg.scale.cpus_per_worker)))
