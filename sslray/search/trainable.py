@@ -118,8 +118,8 @@ def make_trainable(space, trials_storage: str, trials_dir: str, workers: int):
         cfg = trial_config(space, params, trials_dir, ray.tune.get_context().get_trial_id())
         # Tune logs every persisted checkpoint at INFO from the trial: the epoch line already says it
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-        # Ray sets OMP_NUM_THREADS to the trial's CPUs, but torch's intra-op pool is sized at import
-        # from the machine's cores: match it to what Tune reserved, or trials oversubscribe the cores.
+        # Ray sets OMP_NUM_THREADS to the trial's CPUs only where it is unset, and nothing sets
+        # torch's pool (REFERENCE §9): size it to what Tune reserved, so trials never oversubscribe.
         torch.set_num_threads(max(1, int(cfg.scale.cpus_per_worker)))
         run(cfg, TuneReporter(cfg))
 
