@@ -54,7 +54,10 @@ def test_compare_end_to_end_answer_matches_mlflow_and_finals(tmp_path):
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    assert first.returncode in (143, -signal.SIGTERM), stderr[-3000:]  # graceful, or killed between stages
+    # graceful (143), or killed between stages: by the default handler (-15) or by the one ray.init
+    # installs in the driver, sys.exit(15) -- with one-worker trials running in-trial the tiny second
+    # arm can finish within the 5 s, so the signal often lands between stages; --resume must cope
+    assert first.returncode in (143, -signal.SIGTERM, signal.SIGTERM), stderr[-3000:]
     vicreg_runs = json.loads((exp / "arms" / "vicreg" / "summary.json").read_text())["table"]
     proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -546,7 +546,7 @@ def test_plan_prints_the_budget_and_runs_nothing(tmp_path):
                            "--plan", "--epoch-seconds", "20", "train.epochs=12", "--output", str(tmp_path / "exp")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "up to 12 epochs" in proc.stdout and "ASHA rungs at epochs 3, 9" in proc.stdout
+    assert "up to 12 epochs" in proc.stdout and "ASHA rungs at epochs 2, 6" in proc.stdout
     assert not (tmp_path / "exp").exists()
 
 
