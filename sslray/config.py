@@ -101,9 +101,20 @@ class ModelConfig:
 
 
 @dataclass
+class UotaConfig:
+    """UOTA view weighting (sslray.methods.uota) for methods whose loss is a mean over views."""
+
+    enabled: bool = False
+    tau: float = 350.0  # distances are divided by tau: larger = weights closer to 1
+    eps: float = 1e-8  # added to the pooled covariance's diagonal
+    start_epoch: int = 0  # 0-based; weights are 1 before it
+
+
+@dataclass
 class LossConfig:
     name: str = "vicreg"  # the method (sslray.methods): its loss, networks and state
     params: dict[str, float | bool] = field(default_factory=dict)  # paper-named; see sslray.methods
+    uota: UotaConfig = field(default_factory=UotaConfig)
 
 
 @dataclass
@@ -525,6 +536,14 @@ def validate(cfg: Config) -> None:
         methods.check_method(cfg.loss.name, cfg.loss.params, dim=dim)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"loss.params: {e}") from None
+    u = cfg.loss.uota
+    _range("loss.uota.tau", u.tau, 0, lo_open=True)
+    _range("loss.uota.eps", u.eps, 0, lo_open=True)
+    _range("loss.uota.start_epoch", u.start_epoch, 0, cfg.train.epochs - 1)
+    weighted = [n for n, m in methods.METHODS.items() if m.view_weighting]
+    if u.enabled and cfg.loss.name not in weighted:
+        raise ConfigError(f"loss.uota.enabled: {cfg.loss.name}'s loss is not a mean over views; allowed: true only "
+                          f"with loss.name {', '.join(weighted)}")
     crops = [g.count for g in v.crops]
     wanted = methods.METHODS[cfg.loss.name].crops
     if wanted is not None and sum(crops) != wanted:

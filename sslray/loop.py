@@ -144,6 +144,7 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         reporter.report(metrics, None)
     for epoch in range(start_epoch, t.epochs):
         net.train()
+        model.start_epoch(epoch)  # epoch-dependent method state: SwAV's frozen prototypes, UOTA's start
         batches = shard_batches(len(train), t.batch_size, epoch, t.seed, rt.rank, rt.world_size).to(rt.device)
         gen = torch.Generator(rt.device).manual_seed(epoch_seed(t.seed, epoch, rt.rank))
         sums: dict[str, torch.Tensor] = {}  # running sums stay on the device: no per-step host sync
@@ -229,6 +230,7 @@ def train_step(net, model, optimizers, crops, labels, rt: Runtime, grad_clip: fl
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     (out.total + probe_loss).backward()  # the probe sees detached features: no gradient into the encoder
+    model.after_backward()  # gradients the method drops this step (SwAV's prototypes while frozen)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_([p for g in optimizers[0].param_groups for p in g["params"]], grad_clip)
     for opt in optimizers:

@@ -69,7 +69,13 @@ def build_method(cfg, num_classes: int) -> Method:
 
     check_method(cfg.loss.name, cfg.loss.params, _dim(cfg))
     encoder = build_encoder(cfg.model.encoder, cfg.model.stem, cfg.views.size, cfg.model.width)
-    return METHODS[cfg.loss.name](encoder, cfg.model.projector, num_classes, **cfg.loss.params)
+    method = METHODS[cfg.loss.name](encoder, cfg.model.projector, num_classes, **cfg.loss.params)
+    u = cfg.loss.uota
+    if u.enabled:
+        from sslray.methods.uota import UOTA
+
+        method.uota = UOTA(u.tau, u.eps, u.start_epoch)
+    return method
 
 
 def _dim(cfg) -> int:

@@ -7,10 +7,18 @@ prototypes, a loss with a running statistic -- as submodules, parameters and buf
 
 - the checkpoint is ``method.state_dict()``: EMA networks, queues and TiCo's C survive a resume
   with no per-method keys in the loop;
-- the loop calls three things only: ``forward(crops)`` (returns the total, the unweighted terms
-  and the representation the probe sees), ``param_groups()`` (what the optimiser updates -- never
-  a target network) and ``after_step(step, total_steps)`` (EMA from the step and the configured
-  total, queue updates), and has no method-specific branch.
+- the loop calls five things only: ``start_epoch(epoch)`` (methods with epoch-dependent behaviour:
+  SwAV's frozen prototypes and queue, UOTA's start epoch), ``forward(crops)`` (returns the total,
+  the unweighted terms and the representation the probe sees), ``after_backward()`` (gradients
+  a method drops: SwAV's prototypes while frozen), ``param_groups()`` (what the optimiser
+  updates -- never a target network) and ``after_step(step, total_steps)`` (EMA from the step and
+  the configured total, queue updates), and has no method-specific branch.
+
+View weighting (UOTA, :mod:`sslray.methods.uota`). A method whose loss is a mean over views or
+view pairs of per-image terms sets ``view_weighting = True`` and reduces its per-view, per-image
+losses ``[V, n]`` with :meth:`Method.view_mean` (a plain mean unless UOTA is on and its start
+epoch reached); a pair's term is split half to each of its two views, so the plain mean is the
+paper's loss.
 
 Crops arrive as a list of normalised image batches ``[B, 3, s, s]``, group by group as
 ``views.crops`` lists them; :meth:`Method.encode` runs the encoder once per crop size (one batch
@@ -63,12 +71,15 @@ class Method(nn.Module, abc.ABC):
     name: ClassVar[str]
     crops: ClassVar[int | None] = 2  # crops per image it takes (None: any number >= 2)
     shape_params: ClassVar[tuple[str, ...]] = ()  # parameters that shape weights or state (a resume must keep them)
+    view_weighting: ClassVar[bool] = False  # reduces per-view losses with view_mean (UOTA composes with it)
 
     def __init__(self, encoder: nn.Module, projector: str, num_classes: int):
         super().__init__()
         self.encoder = encoder
         self.projector = Projector(encoder.out_dim, projector)
         self.probe = nn.Linear(encoder.out_dim, num_classes)
+        self.epoch = 0  # the current epoch (0-based), from start_epoch
+        self.uota = None  # sslray.methods.uota.UOTA when view weighting is on (set by build_method)
 
     # ---- parameters (the config's loss.params)
     @classmethod
@@ -99,6 +110,23 @@ class Method(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
         """The total loss, its unweighted terms and the first crop's representation."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before every epoch (0-based; on resume, the first epoch run). Subclasses that
+        override it call ``super().start_epoch(epoch)``."""
+        self.epoch = epoch
+
+    def after_backward(self) -> None:
+        """Called after the backward pass, before the optimiser step (gradients are final: DDP has
+        averaged them). Setting a parameter's ``grad`` to None here skips it in this step."""
+
+    def view_mean(self, losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """The mean of per-view, per-image losses ``[V, n]``, each weighted by UOTA when it is on
+        and ``self.epoch`` has reached its start epoch. ``embeddings`` ``[V, n, D]`` are the views'
+        embeddings the weights come from (detached there)."""
+        if self.uota is None or not self.uota.active(self.epoch):
+            return losses.mean()
+        return (self.uota.weights(embeddings) * losses).mean()
 
     def param_groups(self) -> list[dict]:
         """What the optimiser updates, as groups of ``{"params": [...]}`` plus options
