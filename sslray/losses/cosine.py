@@ -30,11 +30,15 @@ def _cos(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (F.normalize(p, dim=1) * F.normalize(z.detach(), dim=1)).sum(dim=1)
 
 
-def byol_regression(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """mean_i (2 - 2 cos(p_i, z_i)) = mean_i ||p^_i - z^_i||^2 (BYOL eq. 2); z detached here."""
-    return (2.0 - 2.0 * _cos(p, z)).mean()
+def byol_regression(p: torch.Tensor, z: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """mean_i (2 - 2 cos(p_i, z_i)) = mean_i ||p^_i - z^_i||^2 (BYOL eq. 2); z detached here.
+    ``reduction="none"``: the per-row terms."""
+    terms = 2.0 - 2.0 * _cos(p, z)
+    return terms.mean() if reduction == "mean" else terms
 
 
-def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """-mean_i cos(p_i, stopgrad(z_i)) (SimSiam eq. 1); z detached here."""
-    return -_cos(p, z).mean()
+def negative_cosine(p: torch.Tensor, z: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """-mean_i cos(p_i, stopgrad(z_i)) (SimSiam eq. 1); z detached here. ``reduction="none"``: the
+    per-row terms."""
+    terms = -_cos(p, z)
+    return terms.mean() if reduction == "mean" else terms

@@ -19,11 +19,13 @@ import torch
 import torch.nn.functional as F
 
 
-def infonce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+def infonce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
+            reduction: str = "mean") -> torch.Tensor:
     """MoCo's loss (module docstring): ``q`` [n, D] normalised queries, ``k`` [n, D] normalised
-    positive keys, ``queue`` [K, D] normalised negatives; ``k`` and ``queue`` are detached here."""
+    positive keys, ``queue`` [K, D] normalised negatives; ``k`` and ``queue`` are detached here.
+    ``reduction="none"``: the n terms l_i."""
     k, queue = k.detach().to(q.dtype), queue.detach().to(q.dtype)
     positive = (q * k).sum(dim=1, keepdim=True)  # [n, 1]
     negative = q @ queue.T  # [n, K]
     logits = torch.cat([positive, negative], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device), reduction=reduction)

@@ -38,9 +38,10 @@ def _rank() -> int:
     return dist.get_rank() if world_size() > 1 else 0
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, reduction: str = "mean") -> torch.Tensor:
     """SimCLR's loss (module docstring) for the local embeddings ``z1``, ``z2`` [n, D] of the two
-    views (not yet normalised), negatives from the global batch; the mean of the local 2n terms."""
+    views (not yet normalised), negatives from the global batch; the mean of the local 2n terms,
+    or with ``reduction="none"`` the terms themselves, [2, n]: l(a) of view 1's rows, then view 2's."""
     n, d = z1.shape
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     both = gather(torch.cat([z1, z2], dim=1))  # [N, 2D]: one collective for both views
@@ -53,4 +54,5 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> tor
     positive = torch.cat([i + big_n, i])  # the other view of the same image
     self_mask = torch.zeros_like(logits, dtype=torch.bool)
     self_mask[torch.arange(2 * n, device=z1.device), own] = True
-    return F.cross_entropy(logits.masked_fill(self_mask, float("-inf")), positive)
+    terms = F.cross_entropy(logits.masked_fill(self_mask, float("-inf")), positive, reduction="none")
+    return terms.mean() if reduction == "mean" else terms.view(2, n)

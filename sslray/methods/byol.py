@@ -34,6 +34,7 @@ class BYOL(Method):
     name = "byol"
     crops = 2
     shape_params = ("pred_hidden",)
+    view_weighting = True  # the term where view v's prediction regresses carries view v's weight
 
     def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, pred_hidden: float = 4096,
                  momentum: float = 0.99, momentum_end: float = 1.0):
@@ -55,11 +56,15 @@ class BYOL(Method):
     def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
         h1, h2 = self.encode(crops)
         n1, n2 = h1.shape[0], h2.shape[0]
-        p1, p2 = self.predictor(self.projector(torch.cat([h1, h2]))).split([n1, n2])
+        z = self.projector(torch.cat([h1, h2]))
+        p1, p2 = self.predictor(z).split([n1, n2])
         with torch.no_grad():
             t1, t2 = self.target_projector(torch.cat(run_by_size(self.target_encoder, crops))).split([n1, n2])
         with full_precision(p1):
-            loss = byol_regression(fp32(p1), fp32(t2)) + byol_regression(fp32(p2), fp32(t1))
+            terms = torch.stack([byol_regression(fp32(p1), fp32(t2), reduction="none"),
+                                 byol_regression(fp32(p2), fp32(t1), reduction="none")])
+            # the paper's symmetrised loss is the sum of the two directions: twice their mean
+            loss = 2 * self.view_mean(terms, torch.stack(fp32(z).split([n1, n2])))
         return MethodOutput(loss, {"regression": loss}, h1)
 
     def param_groups(self) -> list[dict]:

@@ -54,6 +54,7 @@ class MoCoV2(Method):
     name = "moco"
     crops = 2
     shape_params = ("queue_size",)
+    view_weighting = True  # view v's queries carry view v's weight
 
     def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, temperature: float = 0.2,
                  queue_size: float = 32768.0, momentum: float = 0.99, momentum_end: float = 1.0):
@@ -93,7 +94,9 @@ class MoCoV2(Method):
         with full_precision(q1):
             q1, q2 = F.normalize(fp32(q1), dim=1), F.normalize(fp32(q2), dim=1)
             k1, k2 = F.normalize(fp32(k1), dim=1), F.normalize(fp32(k2), dim=1)
-            loss = (infonce(q1, k2, self.queue, self.temperature) + infonce(q2, k1, self.queue, self.temperature)) / 2
+            terms = torch.stack([infonce(q1, k2, self.queue, self.temperature, reduction="none"),
+                                 infonce(q2, k1, self.queue, self.temperature, reduction="none")])
+            loss = self.view_mean(terms, torch.stack([q1, q2]))  # plain: the mean of the two directions
         if self.training:
             with torch.no_grad():
                 both = gather(torch.cat([k1, k2], dim=1).detach())  # [N, 2D], rank order

@@ -24,6 +24,7 @@ from sslray.models import projector_dims
 class SimCLR(Method):
     name = "simclr"
     crops = 2
+    view_weighting = True  # the loss is a mean over the 2n anchors: view v's anchors carry view v's weight
 
     def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, temperature: float = 0.2):
         self.check({"temperature": temperature}, projector_dims(projector)[-1])
@@ -39,5 +40,6 @@ class SimCLR(Method):
         h1, h2 = self.encode(crops)
         z1, z2 = self.projector(torch.cat([h1, h2])).split([h1.shape[0], h2.shape[0]])
         with full_precision(z1):
-            loss = nt_xent(fp32(z1), fp32(z2), self.temperature)
+            z1, z2 = fp32(z1), fp32(z2)
+            loss = self.view_mean(nt_xent(z1, z2, self.temperature, reduction="none"), torch.stack([z1, z2]))
         return MethodOutput(loss, {"nt_xent": loss}, h1)

@@ -30,6 +30,7 @@ class SimSiam(Method):
     name = "simsiam"
     crops = 2
     shape_params = ("pred_hidden",)
+    view_weighting = True  # the term where view v predicts carries view v's weight
 
     def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, pred_hidden: float = 512):
         self.check(dict(pred_hidden=pred_hidden), dim=0)
@@ -48,7 +49,9 @@ class SimSiam(Method):
         p1, p2 = self.predictor(z).split([h1.shape[0], h2.shape[0]])
         z1, z2 = z.split([h1.shape[0], h2.shape[0]])
         with full_precision(p1):
-            loss = negative_cosine(fp32(p1), fp32(z2)) / 2 + negative_cosine(fp32(p2), fp32(z1)) / 2
+            terms = torch.stack([negative_cosine(fp32(p1), fp32(z2), reduction="none"),
+                                 negative_cosine(fp32(p2), fp32(z1), reduction="none")])
+            loss = self.view_mean(terms, torch.stack([fp32(z1), fp32(z2)]))  # plain: the two halves' sum
         return MethodOutput(loss, {"neg_cos": loss}, h1)
 
     def param_groups(self) -> list[dict]:
