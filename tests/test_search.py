@@ -619,3 +619,32 @@ def test_a_trial_that_diverged_or_collapsed_no_longer_sets_ashas_bar():
     assert asha.on_trial_result(None, third, {"epoch": 2, "knn_top1": 0.45, **ok}) == TrialScheduler.CONTINUE
     collapsed = {"epoch": 3, "knn_top1": 0.5, "rankme": 1.2, "emb_std_ratio": 0.9}
     assert asha.on_trial_result(None, third, collapsed) == TrialScheduler.STOP and "third" not in rung2
+
+
+def test_uota_and_crop_group_fields_are_searched_and_recorded_as_run(tmp_path):
+    """loss.uota.tau / start_epoch and a crop group's count (UOTA's M) are searchable paths: each
+    trial's config holds the sampled values, the MLflow record names them by the same dotted path,
+    and the method built from that config -- what the trial runs -- has them."""
+    from sslray.methods import build_method
+    from sslray.search.trainable import trial_config
+    from sslray.search.tracking import flatten
+
+    path, doc = _space(tmp_path)
+    doc["config"] = {**doc.get("config", {}), "loss": {"name": "byol", "params": {}, "uota": {"enabled": True}}}
+    doc["search"]["params"] = {"loss.uota.tau": {"dist": "loguniform", "low": 1.0, "high": 1000.0},
+                               "loss.uota.start_epoch": {"dist": "int", "low": 0, "high": 2},
+                               "views.crops.1.count": {"dist": "choice", "values": [1]}}
+    doc["search"]["optuna"]["points_to_evaluate"] = [{"loss.uota.tau": 350.0, "loss.uota.start_epoch": 0,
+                                                      "views.crops.1.count": 1}]
+    path.write_text(yaml.safe_dump(doc))
+    space = load_search_space(path)
+    sampled = {"loss.uota.tau": 12.5, "loss.uota.start_epoch": 2, "views.crops.1.count": 1}
+    cfg = trial_config(space, sampled, str(tmp_path / "trials"), "t0")
+    recorded = flatten(cfg.to_dict())
+    assert {k: recorded[k] for k in sampled} == sampled and recorded["loss.uota.enabled"] is True
+    assert build_method(cfg, 10).uota.tau == 12.5 and build_method(cfg, 10).uota.start_epoch == 2
+    doc["search"]["params"]["views.crops.7.count"] = {"dist": "choice", "values": [1]}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=r"search\.params\.views\.crops\.7\.count: views\.crops is a list of 2; "
+                                          r"allowed: an index 0\.\.1"):
+        load_search_space(path)

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslray.config import Config, ConfigError, load_config, read_yaml
+from sslray.config import Config, ConfigError, _set_path, load_config, read_yaml
 
 METRICS = ("knn_top1", "probe_top1", "rankme")
 DISTS = ("loguniform", "uniform", "int", "choice")
@@ -139,16 +139,15 @@ class SearchSpace:
 def _get(raw: dict, path: str) -> Any:
     node: Any = raw
     for k in path.split("."):
-        node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, list):
+            node = node[int(k)] if k.isdigit() and int(k) < len(node) else None
+        else:
+            node = node.get(k) if isinstance(node, dict) else None
     return node
 
 
 def _set(raw: dict, path: str, value: Any) -> None:
-    keys = path.split(".")
-    node = raw
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
+    _set_path(raw, path.split("."), value)  # the config's own override rule (list indices included)
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -165,6 +164,12 @@ def _check_path(path: str, base: Config) -> None:
         return
     node: Any = base
     for i, k in enumerate(keys):
+        if isinstance(node, list):  # crop groups: views.crops.1.count (M views for UOTA, SwAV's small crops)
+            if not (k.isdigit() and int(k) < len(node)):
+                raise ConfigError(f"search.params.{path}: {'.'.join(keys[:i])} is a list of {len(node)}; "
+                                  f"allowed: an index 0..{len(node) - 1}")
+            node = node[int(k)]
+            continue
         if not dataclasses.is_dataclass(node):
             raise ConfigError(f"search.params.{path}: {'.'.join(keys[:i])} is not a section; allowed: a config field")
         names = [f.name for f in dataclasses.fields(node)]

@@ -20,11 +20,15 @@ TRIAL_TAG = "sslray.trial_id"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys as the config's overrides and search paths spell them; a list of sections (crop
+    groups) by index, ``views.crops.1.count``, so a searched group field is its own MLflow param."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(flatten(v, key + "."))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            out.update(flatten({str(i): x for i, x in enumerate(v)}, key + "."))
         else:
             out[key] = v
     return out
