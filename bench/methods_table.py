@@ -1,6 +1,6 @@
 """Every method at one CPU budget on the real CIFAR-10: the README's methods table.
 
-    python bench/methods_table.py [--root ../shared/data] [--limit 20000] [--epochs 10] [--methods a,b]
+    python bench/methods_table.py [--root ../shared/data] [--limit 20000] [--epochs 10] [--methods a,b+uota]
 
 Each method pretrains the same 5-conv CNN (sslray/recipes/cifar10_cpu_vicreg.yaml: width 16, a
 512-512-512 projector, LARS lr 0.3, batch 256) for the same epochs on the same class-stratified
@@ -9,7 +9,8 @@ subset, with its paper defaults (``loss.params``) except the few settings listed
 Nothing is tuned per method: this is the same-budget starting point a family search
 (search_spaces/family_cpu.yaml) improves on. Every trained encoder -- and the untrained one -- is
 then scored on all 10,000 test images: kNN (k=200, T=0.1) and an offline linear probe (50 epochs)
-on frozen representations.
+on frozen representations. ``NAME+uota`` is method NAME with UOTA view weighting on
+(``loss.uota``: the official tau = 350, from epoch 0).
 
 Results go to OUT/results.json (one entry per method, rerunning skips methods already there) and
 the table is printed as Markdown. One seed per method: differences of a point or two are within
@@ -34,25 +35,26 @@ CPU_SETTINGS = {
 }
 
 
-def run_method(name: str, args, out: Path) -> dict:
+def run_method(row_name: str, args, out: Path) -> dict:
     from sslray.config import load_config
     from sslray.eval.__main__ import evaluate_checkpoint
     from sslray.methods import method_params
     from sslray.train import train_local
 
+    name, uota = row_name.removesuffix("+uota"), row_name.endswith("+uota")
     params = {**{k: v for k, v in method_params(name).items() if v is not None}, **CPU_SETTINGS.get(name, {})}
     import yaml
 
     raw = yaml.safe_load(RECIPE.read_text())
-    raw["loss"] = {"name": name, "params": params}  # the recipe's VICReg weights belong to VICReg
+    raw["loss"] = {"name": name, "params": params, "uota": {"enabled": uota}}  # the recipe's VICReg weights belong to VICReg
     overrides = [f"data.root={args.root}", f"data.limit={args.limit}", "data.test_limit=2000",
-                 f"train.epochs={args.epochs}", f"train.output_dir={out}", f"train.run_name={name}",
+                 f"train.epochs={args.epochs}", f"train.output_dir={out}", f"train.run_name={row_name.replace('+', '_')}",
                  "train.checkpoint_every=0", "eval.every=0"]
     cfg = load_config(raw, overrides)
     t0 = time.perf_counter()
     summary = train_local(cfg, out / name, echo=False)
     wall = time.perf_counter() - t0
-    row = {"method": name, "params": params, "status": summary["status"], "reason": summary["reason"],
+    row = {"method": row_name, "params": {**params, **({"uota_tau": 350.0} if uota else {})}, "status": summary["status"], "reason": summary["reason"],
            "train_wall_s": round(wall, 1)}
     if summary["checkpoint"] is None:  # diverged before its first checkpoint: a row that says so
         return {**row, "knn_top1": float("nan"), "probe_top1": float("nan"), "rankme": float("nan")}
@@ -91,13 +93,14 @@ def main() -> None:
     ap.add_argument("--root", default=str(ROOT.parent / "shared/data"))
     ap.add_argument("--limit", type=int, default=20000)
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    weighted = [f"{n}+uota" for n, m in METHODS.items() if m.view_weighting]
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join([*METHODS, *weighted])}")
     ap.add_argument("--out", default=str(ROOT / "experiments/methods_table"))
     args = ap.parse_args()
     names = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in METHODS and m not in weighted]
     if unknown:
-        ap.error(f"--methods: unknown {', '.join(unknown)}; allowed: {', '.join(METHODS)}")
+        ap.error(f"--methods: unknown {', '.join(unknown)}; allowed: {', '.join([*METHODS, *weighted])}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -108,7 +111,7 @@ def main() -> None:
         results[name] = untrained(args) if name == "untrained" else run_method(name, args, out)
         path.write_text(json.dumps(results, indent=1))  # after every method: an interrupted table keeps its rows
         print(f"{name}: kNN {100 * results[name]['knn_top1']:.1f} %", flush=True)
-    order = ["untrained"] + [m for m in METHODS if m in results]
+    order = ["untrained"] + [m for n in METHODS for m in (n, f"{n}+uota") if m in results]
     print(table({m: results[m] for m in order}, args))
 
 
