@@ -5,7 +5,8 @@
 Each method pretrains the same 5-conv CNN (sslray/recipes/cifar10_cpu_vicreg.yaml: width 16, a
 512-512-512 projector, LARS lr 0.3, batch 256) for the same epochs on the same class-stratified
 subset, with its paper defaults (``loss.params``) except the few settings listed in CPU_SETTINGS
-(a width or a queue scaled to this projector and subset, VICReg-TiCo's nu, which has no default).
+(a width or a queue scaled to this projector and subset, VICReg-TiCo's nu, which has no default)
+and the projectors in CPU_PROJECTOR (W-MSE's 64-dim head).
 Nothing is tuned per method: this is the same-budget starting point a family search
 (search_spaces/family_cpu.yaml) improves on. Every trained encoder -- and the untrained one -- is
 then scored on all 10,000 test images: kNN (k=200, T=0.1) and an offline linear probe (50 epochs)
@@ -32,7 +33,12 @@ CPU_SETTINGS = {
     "moco": {"queue_size": 4096},  # 32768 on 50k images; a queue above the 20k subset would hold stale copies of a batch's images
     "byol": {"pred_hidden": 512},  # the predictor as wide as this projector (4096 for 4096-256 in the paper)
     "simsiam": {"pred_hidden": 128},  # the paper's bottleneck: 1/4 of the projector width (512 of 2048)
+    "wmse": {"w_size": 128},  # the paper's 2 x the 64-dim head (the default; two sub-batches per batch of 256)
 }
+# Per-method projectors (everything else: the recipe's 512-512-512). W-MSE whitens sub-batches of
+# w_size rows, which must exceed the embedding width: 512 would need sub-batches larger than the
+# batch; 64 is the paper's output width (1024-64), the hidden layers stay the recipe's.
+CPU_PROJECTOR = {"wmse": "512-512-64"}
 
 
 def run_method(row_name: str, args, out: Path) -> dict:
@@ -50,12 +56,15 @@ def run_method(row_name: str, args, out: Path) -> dict:
     overrides = [f"data.root={args.root}", f"data.limit={args.limit}", "data.test_limit=2000",
                  f"train.epochs={args.epochs}", f"train.output_dir={out}", f"train.run_name={row_name.replace('+', '_')}",
                  "train.checkpoint_every=0", "eval.every=0"]
+    if name in CPU_PROJECTOR:
+        overrides.append(f"model.projector={CPU_PROJECTOR[name]}")
     cfg = load_config(raw, overrides)
     t0 = time.perf_counter()
-    summary = train_local(cfg, out / name, echo=False)
+    summary = train_local(cfg, out / row_name.replace('+', '_'), echo=False)
     wall = time.perf_counter() - t0
-    row = {"method": row_name, "params": {**params, **({"uota_tau": 350.0} if uota else {})}, "status": summary["status"], "reason": summary["reason"],
-           "train_wall_s": round(wall, 1)}
+    row = {"method": row_name, "params": {**params, **({"uota_tau": 350.0} if uota else {})},
+           "status": summary["status"], "reason": summary["reason"], "train_wall_s": round(wall, 1),
+           **({"projector": CPU_PROJECTOR[name]} if name in CPU_PROJECTOR else {})}
     if summary["checkpoint"] is None:  # diverged before its first checkpoint: a row that says so
         return {**row, "knn_top1": float("nan"), "probe_top1": float("nan"), "rankme": float("nan")}
     scores = evaluate_checkpoint(summary["checkpoint"], ["data.test_limit=null", "eval.probe_epochs=50"])
@@ -79,6 +88,8 @@ def table(results: dict, args) -> str:
     for name, r in results.items():
         shown = {k: v for k, v in r["params"].items() if v is not False and k != "eps"}  # switches off, eps: defaults
         params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()) or "-"
+        if r.get("projector"):
+            params += f"; projector {r['projector']}"
         gain = f" ({100 * (r['knn_top1'] - base['knn_top1']):+.1f})" if base and name != "untrained" else ""
         if r["status"] not in ("finished", "-"):
             params += f" ({r['status']}: {r['reason']})"

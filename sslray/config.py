@@ -549,6 +549,9 @@ def validate(cfg: Config) -> None:
     if wanted is not None and sum(crops) != wanted:
         raise ConfigError(f"views.crops: {cfg.loss.name} takes {wanted} crops per image, these groups give "
                           f"{sum(crops)} ({' + '.join(map(str, crops))}); allowed: counts summing to {wanted}")
+    if wanted is None and sum(crops) < 2:
+        raise ConfigError(f"views.crops: {cfg.loss.name} takes 2 or more crops per image, these groups give "
+                          f"{sum(crops)}; allowed: counts summing to 2 or more")
 
     o = cfg.optim
     _choice("optim.name", o.name, ["sgd", "adamw", "lars"])
@@ -567,6 +570,10 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     _range("train.epochs", t.epochs, 1)
     _range("train.batch_size", t.batch_size, 2)
+    try:
+        methods.METHODS[cfg.loss.name].check_batch(cfg.loss.params, t.batch_size)
+    except ValueError as e:
+        raise ConfigError(f"train.batch_size: {e}") from None
     _choice("train.device", t.device, ["auto", "cpu", "cuda"])
     _choice("train.precision", t.precision, ["auto", "fp32", "bf16"])
     _choice("train.channels_last", str(t.channels_last).lower(), list(SWITCHES["train.channels_last"]))

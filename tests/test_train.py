@@ -69,7 +69,9 @@ def test_training_learns_on_synthetic_data(tiny_cfg, tmp_path):
     assert trained["knn_top1"] == pytest.approx(summary["metrics"]["knn_top1"], abs=1e-6)
 
 
-REQUIRED = {"vicreg_tico": {"nu": 0.01}}  # parameters without a default
+REQUIRED = {"vicreg_tico": {"nu": 0.01},  # parameters without a default, or whose default does not fit here
+            "wmse": {"w_size": 16.0, "w_iter": 2.0}}  # 2 sub-batches of the 32; random cuts (state) in pass 2
+PROJECTOR = {"wmse": "32-8"}  # W-MSE's sub-batch must exceed the embedding width
 
 
 @pytest.mark.parametrize("loss", [m for m in METHODS if m not in ("vicreg", "tico")])  # tico's C: vicreg_tico's
@@ -78,6 +80,7 @@ def test_resume_gives_identical_weights(tiny_cfg, tmp_path, loss):
     checkpoint and resume bit-identically."""
     tiny_cfg["train"]["epochs"] = 3
     tiny_cfg["loss"] = {"name": loss, "params": REQUIRED.get(loss, {})}
+    tiny_cfg["model"]["projector"] = PROJECTOR.get(loss, tiny_cfg["model"]["projector"])
     tiny_cfg["optim"]["name"] = "lars"
     _run(tiny_cfg, tmp_path / "full")
     full = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch_0003.pt")

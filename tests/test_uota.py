@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from sslray.config import ConfigError, load_config
-from sslray.loop import Runtime, train_step
 from sslray.losses.nt_xent import nt_xent
 from sslray.losses.uota import uota_weights
 from sslray.methods import METHODS, build_method
 from sslray.methods.uota import UOTA
-from sslray.parallel import wrap_data_parallel
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices (conftest.one_thread)
 
@@ -93,7 +91,7 @@ def _model(name, uota=None, seed=0):
 
 @pytest.mark.parametrize("name", VIEW_METHODS)
 def test_the_loss_is_unchanged_before_the_start_epoch_and_weighted_after(name):
-    v1, v2, _ = mp_check.batch()
+    (v1, v2), _ = mp_check.batch()
     plain = _model(name)(([v1, v2])).total
     late = _model(name, UOTA(tau=0.01, start_epoch=1))
     late.start_epoch(0)
@@ -106,7 +104,7 @@ def test_the_loss_is_unchanged_before_the_start_epoch_and_weighted_after(name):
 
 
 def test_simclr_with_uota_is_the_weighted_mean_of_its_anchor_terms():
-    v1, v2, _ = mp_check.batch()
+    (v1, v2), _ = mp_check.batch()
     model = _model("simclr", UOTA(tau=0.05))
     got = model([v1, v2]).total
     z1, z2 = model.projector(torch.cat(model.encode([v1, v2]))).chunk(2)
@@ -117,19 +115,7 @@ def test_simclr_with_uota_is_the_weighted_mean_of_its_anchor_terms():
 
 
 def _step_worker(rank, world):
-    model, opts = mp_check.setup("byol", {})
-    model.uota = UOTA(tau=0.05)
-    rt = Runtime(torch.device("cpu"), None, False, rank, world)
-    v1, v2, y = mp_check.batch()
-    sl = slice(rank * mp_check.B // world, (rank + 1) * mp_check.B // world)
-    net = wrap_data_parallel(model, rt.device, sync_batchnorm=True) if world > 1 else model
-    out, probe_loss = train_step(net, model, opts, [v1[sl], v2[sl]], y[sl], rt)
-    model.after_step(0, 10)
-    if world > 1:
-        for t in (out.total, probe_loss):
-            torch.distributed.all_reduce(t.detach())
-            t.detach().div_(world)
-    return mp_check.state(model, out, probe_loss)
+    return mp_check.step("byol", {}, rank, world, uota={"enabled": True, "tau": 0.05})
 
 
 def test_a_training_step_with_uota_on_two_workers_equals_one_worker(tmp_path):

@@ -12,6 +12,7 @@ The config's ``loss.name`` names the method and ``loss.params`` holds its paper-
     moco         temperature=0.2, queue_size=32768, momentum=0.99, momentum_end=1.0   (sslray.methods.moco)
     byol         pred_hidden=4096, momentum=0.99, momentum_end=1.0            (sslray.methods.byol)
     simsiam      pred_hidden=512                                              (sslray.methods.simsiam)
+    wmse         w_size=128, w_iter=1, w_eps=0 (views: any number >= 2)     (sslray.losses.wmse, sslray.methods.wmse)
 
 and the methods registered below from their own files (their docstrings give formula, source and
 defaults). ``method_params(name)`` lists a method's parameters with their defaults.
@@ -35,9 +36,10 @@ from sslray.methods.simsiam import SimSiam
 from sslray.methods.tico import TiCo
 from sslray.methods.vicreg import VICReg
 from sslray.methods.vicreg_tico import VICRegTiCo
+from sslray.methods.wmse import WMSE
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (VICReg, TiCo, VICRegTiCo, BarlowTwins, SimCLR, MoCoV2,
-                                                         BYOL, SimSiam)}
+                                                         BYOL, SimSiam, WMSE)}
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -102,6 +102,11 @@ class Method(nn.Module, abc.ABC):
         """Range-check ``params`` (names and types already checked) for embeddings of width ``dim``
         without building anything; raise ValueError naming the parameter and what is allowed."""
 
+    @classmethod
+    def check_batch(cls, params: dict[str, Any], batch_size: int) -> None:
+        """Check ``params`` against the per-worker ``train.batch_size`` (W-MSE's sub-batches must
+        divide it); raise ValueError saying what is allowed. Default: anything goes."""
+
     # ---- what the loop calls
     def encode(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
         """The encoder's representation of every crop, the encoder run once per crop size."""
