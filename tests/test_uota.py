@@ -81,8 +81,13 @@ def test_two_workers_give_the_weights_of_one_on_the_combined_batch(tmp_path):
 
 
 # ---------------------------------------------------------------------- methods that compose with it
+# what a method needs at this tiny scale (batch 16, embedding width 16)
+TINY = {"moco": ({"queue_size": 64}, {}), "wmse": ({"w_size": 8}, {"projector": "32-4"})}
+
+
 def _model(name, uota=None, seed=0):
-    c = mp_check.cfg(name, {"queue_size": 64} if name == "moco" else {})
+    params, settings = TINY.get(name, ({}, {}))
+    c = mp_check.cfg(name, params, **settings)
     torch.manual_seed(seed)
     model = build_method(c, 10).double()
     model.uota = uota
