@@ -44,31 +44,40 @@ MLFLOW_URI = ("models:/", "runs:/")
 def build_parser() -> ArgumentParser:
     from sslray.models import ENCODERS
 
-    p = ArgumentParser(prog="python -m sslray.distill", description="SimCLRv2's semi-supervised fine-tuning and distillation of a pretrained encoder.")
+    positive = float_in(0, None, lo_open=True)
+    p = ArgumentParser(prog="python -m sslray.distill",
+                       description="SimCLRv2's semi-supervised fine-tuning and distillation of a pretrained encoder.")
     p.add_argument("teacher", help="checkpoint file, run directory, Ray checkpoint folder or MLflow URI "
                                     "(models:/NAME@best, runs:/RUN_ID)")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the data and evaluation, e.g. data.root=DIR")
+    p.add_argument("overrides", nargs="*",
+                   help="key.sub=value overrides of the data and evaluation, e.g. data.root=DIR")
     p.add_argument("--label-fraction", type=float_in(0, 1, lo_open=True), default=0.1,
                    help="class-stratified fraction of the training split used with labels, in (0, 1] (default 0.1)")
     p.add_argument("--student-encoder", choices=ENCODERS, help="default: the teacher's encoder")
-    p.add_argument("--student-width", type=int_at_least(1), help="small_cnn students: base width (default: the teacher's)")
-    p.add_argument("--temperature", type=float_in(0, None, lo_open=True), default=1.0,
+    p.add_argument("--student-width", type=int_at_least(1),
+                   help="small_cnn students: base width (default: the teacher's)")
+    p.add_argument("--temperature", type=positive, default=1.0,
                    help="softmax temperature of teacher and student while distilling (default 1, as SimCLRv2)")
     p.add_argument("--alpha", type=float_in(0, 1), default=0.0,
-                   help="weight of the labelled cross-entropy while distilling, in [0, 1] (default 0: distillation only)")
-    p.add_argument("--finetune-epochs", type=int_at_least(1), default=30, help="epochs over the labelled images (default 30)")
-    p.add_argument("--distill-epochs", type=int_at_least(1), default=30, help="epochs over the training split (default 30)")
-    p.add_argument("--batch-size", type=int_at_least(2), default=256, help="images per step, both stages (default 256)")
-    p.add_argument("--optimizer", choices=["sgd", "lars"], default="sgd", help="with momentum 0.9, both stages (default sgd)")
-    p.add_argument("--finetune-lr", type=float_in(0, None, lo_open=True), default=0.08,
-                   help="cosine-decayed, no warm-up (default 0.08 = SimCLRv2's 0.005 x sqrt(256))")
-    p.add_argument("--distill-lr", type=float_in(0, None, lo_open=True), default=0.1, help="cosine-decayed (default 0.1)")
+                   help="weight of the labelled cross-entropy while distilling, in [0, 1] (default 0: distillation "
+                        "only)")
+    p.add_argument("--finetune-epochs", type=int_at_least(1), default=30,
+                   help="epochs over the labelled images (default 30)")
+    p.add_argument("--distill-epochs", type=int_at_least(1), default=30,
+                   help="epochs over the training split (default 30)")
+    p.add_argument("--batch-size", type=int_at_least(2), default=256,
+                   help="images per step, both stages (default 256)")
+    p.add_argument("--optimizer", choices=["sgd", "lars"], default="sgd",
+                   help="with momentum 0.9, both stages (default sgd)")
+    p.add_argument("--finetune-lr", type=positive, default=0.08,
+                   help="cosine-decayed, no warm-up (default 0.08 = SimCLRv2's 0.005 x sqrt(batch) at batch 256)")
+    p.add_argument("--distill-lr", type=positive, default=0.1, help="cosine-decayed, no warm-up (default 0.1)")
     p.add_argument("--weight-decay", type=float_in(0, None), default=1e-4,
                    help="of the student (default 1e-4); fine-tuning uses none, as SimCLRv2")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto | cpu | cuda")
     p.add_argument("--output", help="output folder, new or empty (default: runs/distill-<time>)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else <output>/mlflow.db); "
-                                          "also where a models:/ or runs:/ teacher is looked up")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                                          "<output>/mlflow.db); also where a models:/ or runs:/ teacher is looked up")
     p.add_argument("--experiment", default="sslray-distill", help="MLflow experiment name (default sslray-distill)")
     return p
 
@@ -115,7 +124,8 @@ def check_tracking(args, output: Path) -> str:
     uri = tracking_uri(args.tracking_uri, output)
     db = sqlite_file(uri)
     if db is not None and not db.parent.is_dir() and not db.parent.absolute() == output.absolute():
-        raise ConfigError(f"--tracking-uri: folder {db.parent} does not exist; allowed: a SQLite file in an existing "
+        where = "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI"
+        raise ConfigError(f"{where}: folder {db.parent} does not exist; allowed: a SQLite file in an existing "
                           "folder, or a tracking server")
     return uri
 
@@ -205,7 +215,8 @@ def run_params(plan: Plan, finetune_from: str, rt) -> dict[str, Any]:
         "device": str(rt.device), "precision": "bf16" if rt.amp_dtype else "fp32",
         "overrides": " ".join(plan.overrides),
         **{f"data.{k}": v for k, v in cfg.to_dict()["data"].items()},
-        **{f"eval.{k}": getattr(cfg.eval, k) for k in ("knn_k", "knn_t", "probe_epochs", "probe_lr", "probe_batch_size")},
+        **{f"eval.{k}": getattr(cfg.eval, k)
+           for k in ("knn_k", "knn_t", "knn_chunk", "probe_epochs", "probe_lr", "probe_batch_size", "feature_batch_size")},
     }
 
 
@@ -217,7 +228,7 @@ def run(plan: Plan) -> dict[str, Any]:
     """Fine-tune, distil, evaluate; write the output folder and the MLflow run. Returns the summary."""
     from sslray.checkpoint import save_checkpoint
     from sslray.distill.networks import FineTuned, build_student
-    from sslray.distill.stages import distill, evaluate, finetune
+    from sslray.distill.stages import DISTILL, INIT, distill, evaluate, finetune, stream_seed
     from sslray.distill.tracking import DistillRun
     from sslray.loop import method_state, resolve_runtime
     from sslray.methods import build_method
@@ -230,7 +241,7 @@ def run(plan: Plan) -> dict[str, Any]:
     teacher_method = build_method(cfg, plan.state.get("num_classes", n_cls))
     teacher_method.load_state_dict(method_state(plan.state))
     teacher = FineTuned(teacher_method, n_cls).to(rt.device)
-    student_method, student = build_student(plan.student_cfg, n_cls)
+    student_method, student = build_student(plan.student_cfg, n_cls, stream_seed(seed, DISTILL, INIT, 0))
     student_method.to(rt.device)
     if rt.channels_last:
         teacher, student = (m.to(memory_format=torch.channels_last) for m in (teacher, student))

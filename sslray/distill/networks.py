@@ -2,14 +2,14 @@
 
 - The fine-tuned teacher (:class:`FineTuned`): the pretrained encoder, the projector's first
   Linear-BN-ReLU block and a new linear classifier. SimCLRv2 keeps part of its 3-layer projection
-  head instead of discarding it, and fine-tunes "from the first layer of projection head" when
-  1 % or 10 % of the labels are available; the head's later layers are not used. A projector that is a
+  head instead of discarding it, and fine-tunes from the head's first layer when 1 % or 10 % of
+  the labels are available; the head's later layers are not used. A projector that is a
   single Linear has no such block: the classifier then sits on the encoder's output. The classifier
   starts at zero, as the official code's fine-tuning does (``zero_init_logits_layer``).
 - The student (:func:`build_student`): a freshly initialised method of the student's config, of
   which only the encoder and the ``probe`` -- a Linear from the representation to the classes --
-  are trained: SimCLRv2's student is the teacher's architecture "excluding projection head", or a
-  smaller one. Training the probe as the student's classifier keeps the student an ordinary sslray
+  are trained: SimCLRv2's student is the teacher's architecture without the projection head, or a
+  smaller network. Training the probe as the student's classifier keeps the student an ordinary sslray
   method, so its checkpoint loads wherever a pretraining checkpoint does; its projector (and any
   other network the method owns) stays at its initialisation.
 """
@@ -53,10 +53,11 @@ class FineTuned(nn.Module):
         return nn.Sequential(self.head, self.classifier)
 
 
-def build_student(cfg, num_classes: int) -> tuple[Method, nn.Sequential]:
-    """(the student method, the network trained: its encoder followed by its probe)."""
+def build_student(cfg, num_classes: int, seed: int) -> tuple[Method, nn.Sequential]:
+    """(the student method, initialised from ``seed``; the network trained: its encoder followed by
+    its probe)."""
     from sslray.methods import build_method
 
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(seed)
     method = build_method(cfg, num_classes)
     return method, nn.Sequential(method.encoder, method.probe)

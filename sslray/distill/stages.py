@@ -1,10 +1,10 @@
 """The two training stages and the final evaluation, each a function that reads top to bottom.
 
 Both stages augment with a random resized crop (the pretraining's ``views.crops.0`` scale and
-ratio) and a horizontal flip only -- SimCLRv2 fine-tunes with "only random crop and horizontal
-flip" -- as batched tensor ops on the training device (:class:`sslray.views.Crops`), and use
+ratio) and a horizontal flip only -- SimCLRv2 fine-tunes with random crops and flips alone -- as
+batched tensor ops on the training device (:class:`sslray.views.Crops`), and use
 SGD with momentum (or LARS) with a cosine decay to zero and no warm-up. Every random draw comes
-from generators seeded by (seed, stage, epoch), so a run is reproducible.
+from generators seeded by (seed, stage, stream, epoch), so a run is reproducible.
 
 - :func:`finetune`: cross-entropy on the labelled images; no weight decay (SimCLRv2 removes it
   for fine-tuning).
@@ -38,7 +38,14 @@ from sslray.loop import Runtime, epoch_seed, shard_batches
 from sslray.optim import build_optimizer, lr_factor, set_lr
 from sslray.views import Crops
 
-FINETUNE, DISTILL = 1, 2  # stage numbers in the generators' seeds
+FINETUNE, DISTILL = 1, 2
+ORDER, CROPS, LABELLED, INIT = 0, 1, 2, 3  # a stage's random streams: image order, crops, labelled batches,
+# initial weights (the student's: not the draw its pretraining-config twin started from)
+
+
+def stream_seed(seed: int, stage: int, stream: int, epoch: int) -> int:
+    """A generator seed per (run seed, stage, stream, epoch): no two streams share one."""
+    return epoch_seed(seed, epoch, rank=4 * stage + stream)
 
 
 @dataclass
@@ -87,7 +94,7 @@ def _prepare(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
 def labelled_batches(n: int, batch: int, seed: int, epoch: int) -> list[torch.Tensor]:
     """One epoch over ``n`` labelled images in batches of ``batch`` (a last, smaller batch kept
     unless it holds a single image: BatchNorm needs two)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, FINETUNE)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(seed, FINETUNE, ORDER, epoch)))
     chunks = list(perm.split(batch))
     return chunks if chunks[-1].numel() > 1 else chunks[:-1]
 
@@ -96,7 +103,7 @@ def _endless_batches(n: int, batch: int, seed: int) -> Iterator[torch.Tensor]:
     """Full batches of ``n`` labelled images, one reshuffled pass after another (the labelled
     part of a distillation batch: the labelled set is smaller than the training split)."""
     for k in itertools.count():
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, k, DISTILL)))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(seed, DISTILL, LABELLED, k)))
         yield from perm[: n // batch * batch].view(-1, batch)
 
 
@@ -111,7 +118,7 @@ def finetune(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, views: 
     crops = crop_flip(views)
     for epoch in range(s.finetune_epochs):
         net.train()
-        gen = torch.Generator(rt.device).manual_seed(epoch_seed(seed, epoch, FINETUNE))
+        gen = torch.Generator(rt.device).manual_seed(stream_seed(seed, FINETUNE, CROPS, epoch))
         loss_sum = torch.zeros((), device=rt.device)
         correct = torch.zeros((), device=rt.device, dtype=torch.long)
         seen = 0
@@ -152,8 +159,8 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, lab_im
     lab_batches = _endless_batches(lab_images.shape[0], lab_batch, seed)
     for epoch in range(s.distill_epochs):
         student.train()
-        batches = shard_batches(images.shape[0], batch, epoch, seed, 0, 1).to(rt.device)
-        gen = torch.Generator(rt.device).manual_seed(epoch_seed(seed, epoch, DISTILL))
+        batches = shard_batches(images.shape[0], batch, epoch, stream_seed(seed, DISTILL, ORDER, 0), 0, 1).to(rt.device)
+        gen = torch.Generator(rt.device).manual_seed(stream_seed(seed, DISTILL, CROPS, epoch))
         sums = {k: torch.zeros((), device=rt.device) for k in ("distill_loss", "distill_ce", "distill_agreement")}
         t0 = time.perf_counter()
         for step in range(steps):
