@@ -266,14 +266,14 @@ def run(plan: Plan) -> dict[str, Any]:
             history["finetune"].append(m)
             tracker.log_epoch(m, m["epoch"])
             log(f"finetune epoch {m['epoch']:>3}/{s.finetune_epochs} | loss {m['finetune_loss']:.4f} | acc "
-                f"{_pct(m['finetune_acc'])} | lr {m['finetune_lr']:.3g} | {m['epoch_time_s']:.1f}s")
+                f"{_pct(m['finetune_acc'])} | lr {m['finetune_lr']:.3g} | {m['finetune_time_s']:.1f}s")
 
         def on_distill(m: dict) -> None:
             history["distill"].append(m)
             tracker.log_epoch(m, m["epoch"])
             ce = f" ce {m['distill_ce']:.4f}" if "distill_ce" in m else ""
             log(f"distill epoch {m['epoch']:>3}/{s.distill_epochs} | loss {m['distill_loss']:.4f}{ce} | agreement "
-                f"{_pct(m['distill_agreement'])} | lr {m['distill_lr']:.3g} | {m['epoch_time_s']:.1f}s")
+                f"{_pct(m['distill_agreement'])} | lr {m['distill_lr']:.3g} | {m['distill_time_s']:.1f}s")
 
         t0 = time.perf_counter()
         finetune(teacher, lab_images, lab_labels, cfg.views, s, rt, seed, on_finetune)

@@ -141,7 +141,7 @@ def finetune(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, views: 
         if not math.isfinite(mean):
             raise Diverged(f"fine-tuning loss is not finite at epoch {epoch + 1}; allowed: a lower --finetune-lr")
         on_epoch({"epoch": epoch + 1, "finetune_loss": mean, "finetune_acc": correct.item() / seen, "finetune_lr": lr,
-                  "epoch_time_s": time.perf_counter() - t0})
+                  "finetune_time_s": time.perf_counter() - t0})
 
 
 def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, lab_images: torch.Tensor,
@@ -189,7 +189,7 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, lab_im
         metrics = {k: v.item() / steps for k, v in sums.items() if k != "distill_ce" or s.alpha > 0}
         if not math.isfinite(metrics["distill_loss"]):
             raise Diverged(f"distillation loss is not finite at epoch {epoch + 1}; allowed: a lower --distill-lr")
-        on_epoch({"epoch": epoch + 1, **metrics, "distill_lr": lr, "epoch_time_s": time.perf_counter() - t0})
+        on_epoch({"epoch": epoch + 1, **metrics, "distill_lr": lr, "distill_time_s": time.perf_counter() - t0})
 
 
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -4,8 +4,9 @@
                the layer fine-tuned from, label fraction and labelled-image count, temperature,
                alpha, epochs, batch size, optimiser, learning rates, weight decay, student
                encoder and width, seed, device and precision, the data and eval settings
-    metrics    per epoch (step = epoch): finetune_loss, finetune_acc, finetune_lr; distill_loss,
-               distill_agreement (student argmax = teacher argmax), distill_ce (alpha > 0), distill_lr;
+    metrics    per epoch (step = epoch): finetune_loss, finetune_acc, finetune_lr, finetune_time_s;
+               distill_loss, distill_agreement (student argmax = teacher argmax), distill_ce
+               (alpha > 0), distill_lr, distill_time_s;
                at the end: teacher_finetune_top1, student_top1, student_knn_top1,
                student_probe_top1, student_teacher_agreement (test split, in [0, 1])
     artifacts  checkpoint/checkpoint.pt (the student: ``runs:/RUN_ID`` loads it with
