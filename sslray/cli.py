@@ -9,6 +9,7 @@ argparse's, with only ``error()`` changed: it rewrites argparse's messages into 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from typing import Callable, NoReturn
@@ -76,3 +77,24 @@ def fail(message: str) -> int:
     """Print a bad-input message as the one stderr line; the exit code to return (2)."""
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def float_in(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+             hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` for finite numbers in an interval (None: unbounded), whose error
+    names the interval: ``float_in(0, 1, lo_open=True)`` allows (0, 1]."""
+    interval = (f"{'(' if lo_open or lo is None else '['}{'-inf' if lo is None else f'{lo:g}'}, "
+                f"{'inf' if hi is None else f'{hi:g}'}{')' if hi_open or hi is None else ']'}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: a number in {interval}") from None
+        inside = math.isfinite(value) and (lo is None or value > lo or (value == lo and not lo_open)) \
+            and (hi is None or value < hi or (value == hi and not hi_open))
+        if not inside:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {interval}")
+        return value
+
+    return parse
