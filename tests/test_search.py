@@ -270,6 +270,18 @@ def test_search_end_to_end_asha_mlflow_best_checkpoint(tmp_path, monkeypatch, ru
     assert ev.returncode == 0, ev.stderr[-3000:]
     res = json.loads(ev.stdout)
     assert res["epoch"] == 4 and res["knn_top1"] == pytest.approx(best["knn_top1"], abs=1e-6)
+    if runner != "in-trial":
+        return
+    # the search's best, by its MLflow name, turned into a student (SimCLRv2-style distillation)
+    out = tmp_path / "student"
+    dis = subprocess.run([sys.executable, "-m", "sslray.distill", "models:/sslray-e2e@best", "--tracking-uri",
+                          f"sqlite:///{exp / 'mlflow.db'}", "--output", str(out), "--label-fraction", "0.25",
+                          "--finetune-epochs", "1", "--distill-epochs", "1", "--batch-size", "32",
+                          "train.num_threads=1", "eval.probe_epochs=3"], capture_output=True, text=True, timeout=300)
+    assert dis.returncode == 0, dis.stderr[-3000:]
+    student = json.loads((out / "summary.json").read_text())
+    assert student["params"]["teacher"] == "models:/sslray-e2e@best" and student["params"]["teacher_epoch"] == 4
+    assert 0 < student["metrics"]["student_probe_top1"] <= 1 and 0 < student["metrics"]["student_knn_top1"] <= 1
 
 
 @pytest.mark.slow
