@@ -549,6 +549,9 @@ def validate(cfg: Config) -> None:
     if wanted is not None and sum(crops) != wanted:
         raise ConfigError(f"views.crops: {cfg.loss.name} takes {wanted} crops per image, these groups give "
                           f"{sum(crops)} ({' + '.join(map(str, crops))}); allowed: counts summing to {wanted}")
+    if wanted is None and sum(crops) < 2:
+        raise ConfigError(f"views.crops: {cfg.loss.name} takes 2 or more crops per image, these groups give "
+                          f"{sum(crops)}; allowed: counts summing to 2 or more")
 
     o = cfg.optim
     _choice("optim.name", o.name, ["sgd", "adamw", "lars"])
