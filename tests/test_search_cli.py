@@ -279,7 +279,7 @@ def test_an_autoscaling_cluster_is_waited_for_unless_it_can_never_add_the_resour
 @pytest.mark.slow
 def test_the_family_search_runs_every_method_through_tune(tmp_path):
     """"Which family, with which weights" as one command: the shipped family search's space (its
-    choice of the eight methods, their conditional parameters and default points) on tiny
+    choice of every method, their conditional parameters and default points) on tiny
     synthetic data. Every method trains through Tune + Ray Train, and each trial's MLflow run holds
     its own method, only that method's searched parameters, and that method's own loss terms."""
     from mlflow.tracking import MlflowClient
@@ -301,10 +301,10 @@ def test_the_family_search_runs_every_method_through_tune(tmp_path):
     client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("f").experiment_id])
     children = {r.data.params["loss.name"]: r for r in runs if "sslray.trial_id" in r.data.tags}
-    assert set(children) == set(METHODS)  # the eight default points: one trial per method
+    assert set(children) == set(METHODS)  # the default points: one trial per method
     terms = {"vicreg": {"inv", "var", "cov"}, "tico": {"inv", "cov"}, "vicreg_tico": {"inv", "var", "cov"},
              "barlow": {"on_diag", "off_diag"}, "simclr": {"nt_xent"}, "moco": {"infonce"}, "byol": {"regression"},
-             "simsiam": {"neg_cos"}}
+             "simsiam": {"neg_cos"}, "swav": {"swav"}}
     assert set(terms) == set(METHODS)
     for name, run in children.items():
         assert run.info.status == "FINISHED", name

@@ -4,7 +4,7 @@ Caron, Misra, Mairal, Goyal, Bojanowski & Joulin, "Unsupervised Learning of Visu
 Contrasting Cluster Assignments", NeurIPS 2020, https://arxiv.org/abs/2006.09882, §3.1 and
 Appendix A.1; the official code is facebookresearch/swav ``main_swav.py`` (``distributed_sinkhorn``).
 
-Codes (eq. 3 and its Sinkhorn solution). With s_ik = z_i . c_k the score of sample i against
+Codes (§3.1, the online codes, and A.1). With s_ik = z_i . c_k the score of sample i against
 prototype k (B samples of the *global* batch, K prototypes, all L2-normalised), the codes are the
 transport plan Q [K, B] in the polytope {Q >= 0: rows (prototypes) sum to 1/K, columns (samples)
 sum to 1/B} that maximises Tr(Q^T s^T) + eps H(Q), found by alternating normalisations:
@@ -17,7 +17,7 @@ sum to 1/B} that maximises Tr(Q^T s^T) + eps H(Q), found by alternating normalis
     codes = B Q^T                           [B, K], each sample's row sums to 1
 
 eps = 0.05 and iters = 3 (the paper's defaults, solo-learn's CIFAR recipe). Soft codes: no
-rounding (the paper's ablation: rounding hurts).
+rounding (the paper reports that hard codes do worse).
 
 Across ranks. The columns (samples) are spread over the ranks; a column's normalisation is local
 to the rank holding it, while the row sums and the total need every column: they are all-reduced
@@ -33,7 +33,7 @@ overflows float32 below eps = 0.011, and a column of underflowed zeros would tur
 float64 with |s| <= 1 (normalised z and c) neither happens for eps >= 0.003. Cost: about
 2 iters + 3 passes over K x B elements.
 
-Swapped prediction (eq. 1 and multi-crop, eq. 6). With p_v = softmax(s_v / T) the prediction of
+Swapped prediction (§3.1, and §3.2 for multi-crop). With p_v = softmax(s_v / T) the prediction of
 crop v (T = 0.1) and q_a the codes of the assignment crop a (the first A = 2 crops: the two global
 crops; ``crops_for_assign`` = [0, 1] in the official code),
 
@@ -42,8 +42,8 @@ crops; ``crops_for_assign`` = [0, 1] in the official code),
 
 the official code's averaging (``main_swav.py``: subloss / (V - 1), then / len(crops_for_assign)).
 :func:`swapped_prediction` returns it as per-view, per-image losses [V, n] whose plain mean is L:
-term (v, a) belongs to the *predicting* view v (the one its gradient reaches through p_v; UOTA's
-SwAV code weighs it with view v's weight), scaled by V / (A (V - 1)).
+term (v, a) belongs to the *predicting* view v (the view whose p_v the term's gradient reaches;
+q_a is a target), scaled by V / (A (V - 1)).
 """
 from __future__ import annotations
 

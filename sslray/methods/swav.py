@@ -56,9 +56,9 @@ per-forward broadcast (:meth:`rank_state`'s default); host-side flags (``_fillin
 are refreshed from ``queue_rows`` in :meth:`start_epoch` and after ``load_state_dict`` (one host
 read per epoch), so a step reads no device value.
 
-View weighting (UOTA, ``loss.uota``): term (v, a) is view v's (the predicting view's, as in UOTA's
-SwAV code) -- per-view, per-image losses [V, n] reduced by :meth:`view_mean` with the normalised
-projections z_v as the embeddings. terms: ``swav`` = L, the unweighted mean; the total equals it
+View weighting (UOTA, ``loss.uota``): term (v, a) is view v's (the predicting view's) -- per-view,
+per-image losses [V, n] reduced by :meth:`view_mean` with the normalised projections z_v as the
+embeddings. terms: ``swav`` = L, the unweighted mean; the total equals it
 unless UOTA is on and active.
 """
 from __future__ import annotations
