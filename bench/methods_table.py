@@ -34,6 +34,11 @@ CPU_SETTINGS = {
     "byol": {"pred_hidden": 512},  # the predictor as wide as this projector (4096 for 4096-256 in the paper)
     "simsiam": {"pred_hidden": 128},  # the paper's bottleneck: 1/4 of the projector width (512 of 2048)
     "wmse": {"w_size": 128},  # the paper's 2 x the 64-dim head (the default; two sub-batches per batch of 256)
+    # swav: its defaults, two crops like every row. The prototypes live in the projector's output
+    # space (512-d here), so K = 3000 needs no scaling with the width; the queue (from epoch 50)
+    # never joins a 10-epoch run -- as well: in 10-epoch multi-crop runs on 10k images a queue from
+    # epoch 0 collapsed the embeddings (kNN 25 % vs 35 % untrained) and K = 512 learned no faster
+    # than K = 3000 (kNN 34 % vs 37 %).
 }
 # Per-method projectors (everything else: the recipe's 512-512-512). W-MSE whitens sub-batches of
 # w_size rows, which must exceed the embedding width: 512 would need sub-batches larger than the

@@ -277,11 +277,13 @@ def test_an_autoscaling_cluster_is_waited_for_unless_it_can_never_add_the_resour
 
 
 @pytest.mark.slow
-def test_the_family_search_runs_every_method_through_tune(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-trial", "ray-train-2-workers"])
+def test_the_family_search_runs_every_method_through_tune(tmp_path, workers):
     """"Which family, with which weights" as one command: the shipped family search's space (its
-    choice of every method, their conditional parameters and default points) on tiny
-    synthetic data. Every method trains through Tune + Ray Train, and each trial's MLflow run holds
-    its own method, only that method's searched parameters, and that method's own loss terms."""
+    choice of every method, their conditional parameters and default points, UOTA on for one) on
+    tiny synthetic data, with one-worker trials (in the Tune trial) and with 2 Ray Train workers
+    (DDP over gloo). Every method trains, and each trial's MLflow run holds its own method, only that
+    method's searched parameters, whether UOTA was on, and that method's own loss terms."""
     from mlflow.tracking import MlflowClient
 
     from sslray.methods import METHODS, method_params
@@ -292,20 +294,27 @@ def test_the_family_search_runs_every_method_through_tune(tmp_path):
     doc["config"]["loss"] = {"name": "vicreg", "params": {}}
     doc["config"]["train"]["epochs"] = 1
     doc["config"]["train"]["batch_size"] = 128  # a multiple of W-MSE's sub-batch (128 rows for its 64-dim head)
-    doc["search"] = {**family["search"], "num_trials": len(METHODS), "max_concurrent": 2,
+    doc["config"]["scale"] = {"workers": workers, "cpus_per_worker": 1}
+    points = family["search"]["optuna"]["points_to_evaluate"]
+    doc["search"] = {**family["search"], "num_trials": len(points), "max_concurrent": 2,
                      "asha": {"grace_period": 1, "reduction_factor": 2},
                      "stop": {"rankme_below": None, "emb_std_ratio_below": None}}
     path.write_text(yaml.safe_dump(doc))
-    proc = _tune(path, "--output", tmp_path / "exp", "--name", "f", "--num-cpus", "2", timeout=900)
+    proc = _tune(path, "--output", tmp_path / "exp", "--name", "f", "--num-cpus", str(2 * workers), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "exp" / "f"
     client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("f").experiment_id])
-    children = {r.data.params["loss.name"]: r for r in runs if "sslray.trial_id" in r.data.tags}
+    trials = [r for r in runs if "sslray.trial_id" in r.data.tags]
+    assert len(trials) == len(points)
+    with_uota = [r.data.params["loss.name"] for r in trials if r.data.params.get("loss.uota.enabled") == "True"]
+    assert with_uota == ["simclr"]  # the eleventh default point
+    assert all(r.data.params["scale.workers"] == str(workers) and r.info.status == "FINISHED" for r in trials)
+    children = {r.data.params["loss.name"]: r for r in trials if r.data.params.get("loss.uota.enabled") != "True"}
     assert set(children) == set(METHODS)  # the default points: one trial per method
     terms = {"vicreg": {"inv", "var", "cov"}, "tico": {"inv", "cov"}, "vicreg_tico": {"inv", "var", "cov"},
              "barlow": {"on_diag", "off_diag"}, "simclr": {"nt_xent"}, "moco": {"infonce"}, "byol": {"regression"},
-             "simsiam": {"neg_cos"}, "wmse": {"wmse"}}
+             "simsiam": {"neg_cos"}, "wmse": {"wmse"}, "swav": {"swav"}}
     assert set(terms) == set(METHODS)
     for name, run in children.items():
         assert run.info.status == "FINISHED", name

@@ -44,6 +44,11 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def rank() -> int:
+    """This process's rank (0 on one process)."""
+    return dist.get_rank() if world_size() > 1 else 0
+
+
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` over ranks along dim 0, differentiably (identity on one process).
 

@@ -13,6 +13,9 @@ The config's ``loss.name`` names the method and ``loss.params`` holds its paper-
     byol         pred_hidden=4096, momentum=0.99, momentum_end=1.0            (sslray.methods.byol)
     simsiam      pred_hidden=512                                              (sslray.methods.simsiam)
     wmse         w_size=128, w_iter=1, w_eps=0 (views: any number >= 2)     (sslray.losses.wmse, sslray.methods.wmse)
+    swav         num_prototypes=3000, temperature=0.1, epsilon=0.05, sinkhorn_iterations=3,
+                 freeze_prototypes_epochs=2, queue_size=3840, epoch_queue_starts=50;
+                 any number >= 2 of crops, the first two global                (sslray.methods.swav)
 
 and the methods registered below from their own files (their docstrings give formula, source and
 defaults). ``method_params(name)`` lists a method's parameters with their defaults.
@@ -33,13 +36,14 @@ from sslray.methods.byol import BYOL
 from sslray.methods.moco import MoCoV2
 from sslray.methods.simclr import SimCLR
 from sslray.methods.simsiam import SimSiam
+from sslray.methods.swav import SwAV
 from sslray.methods.tico import TiCo
 from sslray.methods.vicreg import VICReg
 from sslray.methods.vicreg_tico import VICRegTiCo
 from sslray.methods.wmse import WMSE
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (VICReg, TiCo, VICRegTiCo, BarlowTwins, SimCLR, MoCoV2,
-                                                         BYOL, SimSiam, WMSE)}
+                                                         BYOL, SimSiam, WMSE, SwAV)}
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -31,8 +31,10 @@ and with ``model.sync_batchnorm`` they are identical anyway). A method's own sta
 queue, an update count) is listed by :meth:`Method.rank_state`: either *replicated* -- computed on
 every rank from all-reduced or gathered values, so already identical, where a broadcast would only
 cost bandwidth (16 MiB per step for a 2048-wide C, 32 MiB for a 32k x 256 queue) -- or *per rank* by
-design (SwAV's queue), where a broadcast would be wrong. Both are excluded from DDP's buffer sync;
-the 2-vs-1-worker tests check that replicated state stays equal to one worker's.
+design, where a broadcast would be wrong. Both are excluded from DDP's buffer sync; the
+2-vs-1-worker tests check that replicated state stays equal to one worker's. Every method here keeps
+replicated state only -- SwAV's queue included, which the official code keeps per rank: per-rank
+state would not survive a resume from rank 0's checkpoint (:mod:`sslray.methods.swav`).
 """
 from __future__ import annotations
 
