@@ -32,7 +32,10 @@ def test_the_family_search_samples_each_methods_own_parameters_only_when_chosen(
     space = load_search_space(REPO / "search_spaces" / "family_cpu.yaml")
     choice = next(p for p in space.params if p.path == "loss.name")
     assert set(choice.values) == set(METHODS)
-    assert [pt["loss.name"] for pt in space.optuna.points_to_evaluate] == list(choice.values)
+    points = space.optuna.points_to_evaluate
+    assert [pt["loss.name"] for pt in points[:len(METHODS)]] == list(choice.values)  # then UOTA on for simclr
+    assert [(pt["loss.name"], pt.get("loss.uota.enabled")) for pt in points[len(METHODS):]] == [("simclr", True)]
+    assert space.trial_config(points[-1]).loss.uota.enabled is True
     for name in METHODS:
         active = space.active_params({"loss.name": name})
         own = {p.split(".")[-1] for p in active if p.startswith("loss.params.")}
