@@ -58,7 +58,7 @@ def test_every_search_space_loads_and_validates(path):
             section, *rest = k.split(".")
             node = getattr(cfg, section)
             for r in rest[:-1]:
-                node = getattr(node, r)
+                node = node[int(r)] if isinstance(node, list) else getattr(node, r)  # views.crops.2.count
             assert (node[rest[-1]] if isinstance(node, dict) else getattr(node, rest[-1])) == v
 
 
