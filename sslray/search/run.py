@@ -148,9 +148,9 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
     try:
         warm_data_cache(trial_config(space, {}, trials_dir, "warm"))
     except DataError:
-        if address != "local":  # a cluster's driver may not hold the data: each node decodes its own
-            pass
-        else:  # the trials would read the same broken files: bad input, and nothing left behind
+        # on a local Ray the trials would read the same broken files: bad input, and nothing left
+        # behind; a cluster's driver may not hold the data at all (each node decodes its own)
+        if address == "local":
             if fresh:
                 shutil.rmtree(exp_dir, ignore_errors=True)
             raise
