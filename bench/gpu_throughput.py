@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from sslray.config import COMPILE_MODES, load_config
-from sslray.train import train_local
+from sslray.local_run import train_local
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "sslray/recipes/cifar10_resnet18_vicreg.yaml"
@@ -63,19 +63,19 @@ def mfu(img_per_s: float, peak: float | None) -> float | None:
 
 
 def bench_config(args, out_dir: Path):
-    overrides = [
-        f"data.root={args.data_root}", f"train.device={args.device}", f"train.batch_size={args.batch}",
-        f"train.epochs={args.epochs}", f"train.compile={args.compile}", f"train.output_dir={out_dir}",
-        "train.run_name=bench", "train.checkpoint_every=0", "train.log_every=1000000",
-        f"optim.warmup_epochs={min(10.0, max(1.0, args.epochs / 10))}",
-        "eval.every=1", f"eval.feature_batch_size={args.eval_batch}", "scale.workers=0",
-        f"scale.use_gpu={str(args.device == 'cuda').lower()}",
-    ]
+    changes = {
+        "data.root": args.data_root, "train.device": args.device, "train.batch_size": args.batch,
+        "train.epochs": args.epochs, "train.compile": args.compile, "train.output_dir": str(out_dir),
+        "train.run_name": "bench", "train.checkpoint_every": 0, "train.log_every": 1000000,
+        "optim.warmup_epochs": min(10.0, max(1.0, args.epochs / 10)),
+        "eval.every": 1, "eval.feature_batch_size": args.eval_batch, "scale.workers": 0,
+        "scale.use_gpu": args.device == "cuda",
+    }
     if args.cache_dir:
-        overrides.append(f"data.cache_dir={args.cache_dir}")
+        changes["data.cache_dir"] = args.cache_dir
     if args.limit:  # class-stratified subsets; the test split a fifth of the train subset, as in CIFAR
-        overrides += [f"data.limit={args.limit}", f"data.test_limit={max(10, args.limit // 5)}"]
-    return load_config(RECIPE, overrides)
+        changes.update({"data.limit": args.limit, "data.test_limit": max(10, args.limit // 5)})
+    return load_config(RECIPE, changes)
 
 
 def figures(rows: list[dict], wall_s: float, peak: float | None, recipe_eval_every: int) -> dict:

@@ -48,9 +48,9 @@ CPU_PROJECTOR = {"wmse": "512-512-64"}
 
 def run_method(row_name: str, args, out: Path) -> dict:
     from sslray.config import load_config
-    from sslray.eval.__main__ import evaluate_checkpoint
+    from sslray.eval.offline import evaluate_checkpoint
     from sslray.methods import method_params
-    from sslray.train import train_local
+    from sslray.local_run import train_local
 
     name, uota = row_name.removesuffix("+uota"), row_name.endswith("+uota")
     params = {**{k: v for k, v in method_params(name).items() if v is not None}, **CPU_SETTINGS.get(name, {})}
@@ -58,12 +58,12 @@ def run_method(row_name: str, args, out: Path) -> dict:
 
     raw = yaml.safe_load(RECIPE.read_text())
     raw["loss"] = {"name": name, "params": params, "uota": {"enabled": uota}}  # the recipe's VICReg weights belong to VICReg
-    overrides = [f"data.root={args.root}", f"data.limit={args.limit}", "data.test_limit=2000",
-                 f"train.epochs={args.epochs}", f"train.output_dir={out}", f"train.run_name={row_name.replace('+', '_')}",
-                 "train.checkpoint_every=0", "eval.every=0"]
+    changes = {"data.root": args.root, "data.limit": args.limit, "data.test_limit": 2000,
+               "train.epochs": args.epochs, "train.output_dir": str(out), "train.run_name": row_name.replace('+', '_'),
+               "train.checkpoint_every": 0, "eval.every": 0}
     if name in CPU_PROJECTOR:
-        overrides.append(f"model.projector={CPU_PROJECTOR[name]}")
-    cfg = load_config(raw, overrides)
+        changes["model.projector"] = CPU_PROJECTOR[name]
+    cfg = load_config(raw, changes)
     t0 = time.perf_counter()
     summary = train_local(cfg, out / row_name.replace('+', '_'), echo=False)
     wall = time.perf_counter() - t0
@@ -72,15 +72,15 @@ def run_method(row_name: str, args, out: Path) -> dict:
            **({"projector": CPU_PROJECTOR[name]} if name in CPU_PROJECTOR else {})}
     if summary["checkpoint"] is None:  # diverged before its first checkpoint: a row that says so
         return {**row, "knn_top1": float("nan"), "probe_top1": float("nan"), "rankme": float("nan")}
-    scores = evaluate_checkpoint(summary["checkpoint"], ["data.test_limit=null", "eval.probe_epochs=50"])
+    scores = evaluate_checkpoint(summary["checkpoint"], {"data.test_limit": None, "eval.probe_epochs": 50})
     return {**row, "knn_top1": scores["knn_top1"], "probe_top1": scores["probe_test_top1"], "rankme": scores["rankme"]}
 
 
 def untrained(args) -> dict:
-    from sslray.eval.__main__ import evaluate_checkpoint
+    from sslray.eval.offline import evaluate_checkpoint
 
-    scores = evaluate_checkpoint(str(RECIPE), [f"data.root={args.root}", f"data.limit={args.limit}", "data.test_limit=null",
-                                               "eval.probe_epochs=50"])  # the same kNN bank / probe data as the trained
+    scores = evaluate_checkpoint(str(RECIPE), {"data.root": args.root, "data.limit": args.limit, "data.test_limit": None,
+                                               "eval.probe_epochs": 50})  # the same kNN bank / probe data as the trained
     return {"method": "untrained", "params": {}, "status": "-", "reason": None, "train_wall_s": 0.0,
             "knn_top1": scores["knn_top1"], "probe_top1": scores["probe_test_top1"], "rankme": scores["rankme"]}
 

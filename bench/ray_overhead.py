@@ -40,12 +40,12 @@ def measure(cfg, run_dir: Path, how: str) -> tuple[float, float]:
 
         train_ray(cfg, run_dir)
     elif how == "ray_task":
-        from sslray.train import train_local
+        from sslray.local_run import train_local
 
         run = ray.remote(num_cpus=cfg.scale.cpus_per_worker)(train_local)
         ray.get(run.remote(cfg, run_dir, echo=False))
     else:
-        from sslray.train import train_local
+        from sslray.local_run import train_local
 
         train_local(cfg, run_dir, echo=False)
     wall = time.perf_counter() - t0
@@ -63,19 +63,19 @@ def main() -> None:
     args = ap.parse_args()
     cpus = os.cpu_count() or 1
     out = Path(tempfile.mkdtemp(prefix="sslray-bench-"))
-    base = [f"data.root={args.root}", f"data.limit={args.limit}", "data.test_limit=1000", f"train.epochs={args.epochs}",
-            "eval.every=0", "eval.knn_k=20", f"train.output_dir={out}", "train.checkpoint_every=0",
-            f"train.num_threads={cpus}", f"scale.cpus_per_worker={cpus}", f"data.cache_dir={out / 'cache'}"]
+    base = {"data.root": args.root, "data.limit": args.limit, "data.test_limit": 1000, "train.epochs": args.epochs,
+            "eval.every": 0, "eval.knn_k": 20, "train.output_dir": str(out), "train.checkpoint_every": 0,
+            "train.num_threads": cpus, "scale.cpus_per_worker": cpus, "data.cache_dir": str(out / "cache")}
     recipe = ROOT / "sslray/recipes/cifar10_cpu_vicreg.yaml"
-    from sslray.resources import start_ray
+    from sslray.resources import connect
 
-    start_ray("local", cpus)  # as sslray.train and sslray.tune start it (dashboard included)
+    connect([], "local", cpus)  # as sslray.train and sslray.tune start it (dashboard included)
     ways = {"bare": "bare loop (1 process)", "ray_task": "Ray task (plain worker)", "ray_train": "Ray Train, 1 worker"}
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in ways}
     for r in range(args.rounds):
         for how in ways:
-            cfg = load_config(recipe, base + [f"scale.workers={0 if how != 'ray_train' else 1}",
-                                              f"train.run_name={how}{r}"])
+            cfg = load_config(recipe, {**base, "scale.workers": 0 if how != "ray_train" else 1,
+                                       "train.run_name": f"{how}{r}"})
             runs[how].append(measure(cfg, out / f"{how}{r}", how))
     ips = {k: statistics.mean(x[0] for x in v) for k, v in runs.items()}
     print(f"CPU cores: {cpus}; CIFAR-10 subset {args.limit} images, {args.epochs} epochs, batch {cfg.train.batch_size}, "

@@ -59,7 +59,7 @@ def _search(space, out: Path, name: str, **kwargs) -> tuple[dict, float]:
 
 
 def tune_overhead(root: str, epochs: int) -> None:
-    import ray
+    from sslray.resources import connect
 
     from sslray.config import dump_config
     from sslray.search.space import ParamSpec, load_search_space
@@ -74,7 +74,7 @@ def tune_overhead(root: str, epochs: int) -> None:
     space.asha = dataclasses.replace(space.asha, grace_period=space.max_epochs)  # nobody stopped early
     space.optuna = dataclasses.replace(space.optuna, points_to_evaluate=[])
     cores = os.cpu_count() or 1
-    ray.init(address="local", num_cpus=cores, include_dashboard=False)  # as run_search starts it: warm before both
+    connect([], "local", cores)  # as run_search starts it: warm before both
     trials_dir = out / "tune4" / "trials"
     warm_data_cache(trial_config(space, {}, str(trials_dir), "warm"))  # both sides read the decoded cache
 

@@ -1,13 +1,8 @@
 """Checkpoints: written atomically, read with ``weights_only=True``, reusable downstream.
 
 A checkpoint is one ``torch.save`` dict holding only tensors and plain Python values, so it loads
-with ``torch.load(weights_only=True)`` (no pickled code runs on load):
-
-    {"format": 1, "epoch": completed epochs, "config": Config.to_dict(),
-     "model": Method.state_dict()       (encoder.*, projector.*, probe.*, and what the method owns:
-                                         loss.C, target_encoder.*, queue, ...),
-     "optimizer": ..., "probe_optimizer": ..., "rng": {"torch": ..., "cuda": [...]},
-     "metrics": the epoch's metrics, "num_classes": int}
+with ``torch.load(weights_only=True)`` (no pickled code runs on load): ``{"format": 1}`` plus a
+:class:`TrainingState`, whose every entry a resume reads back.
 
 Writes go to a temporary file in the same folder and are moved into place with ``os.replace``, so
 a crash mid-write never leaves a truncated checkpoint under the final name.
@@ -22,7 +17,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -34,6 +29,40 @@ _NAME = re.compile(r"^epoch_(\d+)\.pt$")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive; a file without this start is something else
 ALLOWED = ("a checkpoint written by sslray (epoch_NNNN.pt, checkpoint.pt), a run directory, a Ray checkpoint "
            "folder, or an MLflow URI models:/NAME@ALIAS")
+
+
+class TrainingState(TypedDict):
+    """What a training checkpoint holds, written by the loop at the end of an epoch and read back,
+    all of it, when a run resumes (sslray.loop.run)."""
+
+    epoch: int  # completed epochs
+    config: dict  # Config.to_dict() of the run
+    num_classes: int  # the online probe's width: the training data's class count
+    model: dict  # Method.state_dict(): encoder.*, projector.*, probe.*, and what the method owns (loss.C, target_*, queue)
+    optimizer: dict
+    probe_optimizer: dict
+    rng: dict  # rng_state(): torch's CPU generator, and every CUDA device's where CUDA was in use
+    metrics: dict  # the epoch's metrics line
+    best: dict  # the best per-epoch kNN so far: {"knn_top1", "epoch"}
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generators' state. Each epoch's data order and augmentation come from generators
+    seeded by (seed, epoch, rank), and methods draw from their own; these are for anything else
+    that draws from torch's global generators (an init, a dropout), so a resume continues them too."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    """Put back what :func:`rng_state` saved (a CUDA state only where this process has that device)."""
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        for i, s in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
 
 
 class CheckpointError(ConfigError):
@@ -238,3 +267,23 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.
     enc.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
     enc.sslray_config = cfg
     return enc.to(device).eval()
+
+
+def method_state(checkpoint: dict) -> dict:
+    """The method's state_dict from a checkpoint; one written before methods owned their loss kept
+    the loss's state (TiCo's C) under "loss", which is now the method's submodule ``loss``."""
+    state = dict(checkpoint["model"])
+    state.update({f"loss.{k}": v for k, v in checkpoint.get("loss", {}).items()})
+    return state
+
+
+def check_same_model(saved, cfg) -> None:
+    """Overrides may change the evaluation (data, eval.*, views), not the model the checkpoint's
+    weights belong to: that would fail in load_state_dict after the data is read."""
+    from sslray.models import architecture
+
+    was, now = architecture(saved), architecture(cfg)
+    for name, value in was.items():
+        if now.get(name) != value:
+            raise ConfigError(f"{name}: {now.get(name)} differs from the checkpoint's {value}; allowed: overrides "
+                              f"that keep the checkpoint's model ({name}={value})")

@@ -199,6 +199,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
+    def updated(self, changes: dict[str, Any]) -> Config:
+        """A new validated Config with typed values at dotted paths (``{"train.seed": 3,
+        "train.output_dir": "/tmp/exp #1"}``) -- how code edits a config. No value goes through
+        text, so a path keeps every character it has."""
+        return load_config(self.to_dict(), changes)
+
 
 # ------------------------------------------------------------------------------- view presets
 PRESETS = ("symmetric", "asymmetric", "custom")
@@ -224,16 +230,21 @@ def view_preset(name: str, group: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------ loading
-def load_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML file (or dict), apply ``key.sub=value`` overrides, validate, return Config."""
+def load_config(source: str | Path | dict | None = None,
+                overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Load a YAML file (or dict), apply overrides, validate, return Config.
+
+    ``overrides`` are either command-line text, ``["key.sub=value", ...]`` (read by
+    :func:`parse_overrides`), or typed values at dotted paths, ``{"key.sub": value}`` (what code
+    passes: never text to be parsed again)."""
     if source is None:
         raw: dict = {}
     elif isinstance(source, dict):
         raw = copy.deepcopy(source)
     else:
         raw = read_yaml(Path(source))
-    for item in overrides or []:
-        key, value = _parse_override(item)
+    changes = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    for key, value in changes.items():
         _set_path(raw, key.split("."), value)
     cfg = from_dict(raw)
     validate(cfg)
@@ -263,6 +274,38 @@ def read_yaml(path: Path, what: str = "config file", mapping: str = SECTIONS) ->
     return raw
 
 
+SPACE_KEYS = ("base", "config", "search")  # the top level of a search-space file
+
+
+def compose(path: Path, raw: dict) -> dict:
+    """The config a search-space file (``base:`` file, relative to it, + its ``config:`` section)
+    describes, as a raw mapping (validated by whoever loads it). ``raw`` is the file's mapping."""
+    base: dict = {}
+    if raw.get("base"):
+        base = read_yaml((path.parent / str(raw["base"])).resolve(), "base:")
+    return deep_merge(base, raw.get("config") or {})
+
+
+def read_composed(path: Path) -> dict:
+    """A run config file as a raw mapping; a search-space file (it has a ``search:`` section) as the
+    base config every trial starts from (:func:`compose`)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raw = None  # read_yaml names the problem
+    if isinstance(raw, dict) and "search" in raw:
+        return compose(path, read_yaml(path, "search-space file", "a mapping with base, config and search"))
+    return read_yaml(path)
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    """``a`` with ``b``'s values, mappings merged key by key (copies: neither input changes)."""
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
 def yaml_problem(e: yaml.YAMLError) -> str:
     """PyYAML's multi-line message as one phrase: what is wrong and where (line, column from 1)."""
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -271,19 +314,65 @@ def yaml_problem(e: yaml.YAMLError) -> str:
 
 
 OVERRIDE = "key.sub=value, e.g. train.epochs=5"
+NULLS = ("", "~", "null", "Null", "NULL")  # YAML's spellings of null
 
 
-def _parse_override(item: str) -> tuple[str, Any]:
-    """``key.sub=value`` split, the value read as YAML (``5`` an int, ``[0.2, 1]`` a list, empty: null)."""
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {item!r}: no key=value; allowed: {OVERRIDE}")
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Command-line ``key.sub=value`` items as typed values at dotted paths, read once, here.
+
+    A string field takes the text exactly as written (a path with spaces, ``#``, ``: ``, ``[``, ``=``
+    or any letters is that path; YAML would cut ``/data/set #1`` at the comment); a nullable one
+    takes YAML's null spellings (empty, ``null``, ``~``) as null. Every other value is read as YAML
+    (``5`` an int, ``[0.2, 1]`` a list, ``true`` a boolean, empty: null)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: no key=value; allowed: {OVERRIDE}")
+        out[key] = _override_value(key, text, item)
+    return out
+
+
+def _override_value(key: str, text: str, item: str) -> Any:
+    if key in SWITCHES:  # words; YAML's boolean spellings (True, yes, on) mean "true" / "false"
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        return str(value).lower() if isinstance(value, bool) else value
+    tp = field_type(key)
+    if tp is not None:
+        args = typing.get_args(tp)
+        if tp is str or (set(args) == {str, type(None)}):
+            return None if type(None) in args and text in NULLS else text
     try:
-        return key, yaml.safe_load(value) if value else None
+        return yaml.safe_load(text) if text else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_problem(e)}); "
                           f"allowed: {OVERRIDE}") from None
+
+
+def field_type(path: str) -> Any:
+    """The declared type of the config field at a dotted path (``views.crops.1.size``,
+    ``loss.params.mu``), or None where the path names no field (validation then says so)."""
+    tp: Any = Config
+    for key in path.split("."):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(inner) == 1:
+            tp = inner[0]
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if key not in hints:
+                return None
+            tp = hints[key]
+        elif typing.get_origin(tp) is list and key.isdigit():
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+    return tp
 
 
 # Local paths a config carries to Ray workers and Tune trials, which run in other working
@@ -300,22 +389,15 @@ def absolute_path(value: Any) -> Any:
 
 
 def absolute_overrides(overrides: list[str] | None) -> list[str]:
-    """``key=value`` overrides with relative local paths (``data.root=../data``) made absolute."""
+    """``key=value`` overrides with relative local paths (``data.root=../data``) made absolute, as
+    text: what a search or comparison records and re-applies in its trials (other folders)."""
     out = []
     for item in overrides or []:
         key, sep, value = item.partition("=")
-        if sep and key.strip() in PATH_FIELDS and value and isinstance(_yaml_or_none(value), str):
+        if sep and key.strip() in PATH_FIELDS and value not in NULLS:
             item = f"{key}={absolute_path(value)}"
         out.append(item)
     return out
-
-
-def _yaml_or_none(text: str) -> Any:
-    """A value as YAML, None when it is not valid YAML (load_config reports that one)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
 
 
 def _absolute_paths(cfg: Config) -> Config:

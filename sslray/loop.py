@@ -6,7 +6,8 @@ process-specific (where metrics and checkpoints go, where a resume comes from) i
 
 Reproducibility: every random draw of an epoch (data order, augmentation) comes from generators
 seeded by (seed, epoch, rank), so resuming from epoch k reproduces the uninterrupted run exactly,
-given the model, loss state and optimizer states from the checkpoint.
+given what the checkpoint holds (sslray.checkpoint.TrainingState: the method's state, both
+optimizers, and torch's global generators for anything else that draws from them).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from sslray import data as data_mod
+from sslray.checkpoint import TrainingState, method_state, restore_rng, rng_state
 from sslray.config import Config
 from sslray.data.subset import stratified_subset
 from sslray.eval import collapse_stats, extract_features, knn_accuracy, probe_accuracy
@@ -81,7 +83,7 @@ def shard_batches(n: int, batch: int, epoch: int, seed: int, rank: int, world: i
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
     steps = n // (batch * world)
     if steps == 0:
-        raise ValueError(f"train.batch_size={batch} x {world} worker(s) exceeds the {n} training images")
+        raise ValueError(f"train.batch_size: {batch} x {world} worker(s) exceeds the {n} training images")
     return perm[: steps * batch * world].view(steps, batch, world)[:, :, rank]
 
 
@@ -121,6 +123,7 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         optimizer.load_state_dict(resume["optimizer"])
         probe_optimizer.load_state_dict(resume["probe_optimizer"])
         start_epoch, best = resume["epoch"], dict(resume.get("best", {}))
+        restore_rng(resume.get("rng", {}))  # as the uninterrupted run had them after epoch start_epoch
         reporter.log(f"resumed from epoch {start_epoch}")
     net = wrap_data_parallel(model, rt.device, cfg.model.sync_batchnorm) if rt.world_size > 1 else model
     net = compile_net(net, t.compile)  # epoch 1's img/s includes the compile time
@@ -197,25 +200,17 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
                 best = {"knn_top1": metrics["knn_top1"], "epoch": epoch + 1}
         checkpoint = None
         if last or (t.checkpoint_every and (epoch + 1) % t.checkpoint_every == 0):
-            checkpoint = {
-                "epoch": epoch + 1, "config": cfg.to_dict(), "num_classes": num_classes,
-                "model": model.state_dict(),  # the method's: networks, target, queue, loss state
-                "optimizer": optimizer.state_dict(), "probe_optimizer": probe_optimizer.state_dict(),
-                "rng": {"torch": torch.get_rng_state()}, "metrics": metrics, "best": best,
-            }
+            checkpoint = TrainingState(
+                epoch=epoch + 1, config=cfg.to_dict(), num_classes=num_classes,
+                model=model.state_dict(),  # the method's: networks, target, queue, loss state
+                optimizer=optimizer.state_dict(), probe_optimizer=probe_optimizer.state_dict(),
+                rng=rng_state(), metrics=metrics, best=best,
+            )
         reporter.report(metrics, checkpoint)
         completed = epoch + 1
         saved = epoch + 1 if checkpoint is not None else saved
 
     return {"status": status, "reason": reason, "epochs_completed": completed, "metrics": metrics, "best": best}
-
-
-def method_state(checkpoint: dict) -> dict:
-    """The method's state_dict from a checkpoint; one written before methods owned their loss kept
-    the loss's state (TiCo's C) under "loss", which is now the method's submodule ``loss``."""
-    state = dict(checkpoint["model"])
-    state.update({f"loss.{k}": v for k, v in checkpoint.get("loss", {}).items()})
-    return state
 
 
 def train_step(net, model, optimizers, crops, labels, rt: Runtime, grad_clip: float | None = None):

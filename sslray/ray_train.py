@@ -14,7 +14,6 @@ A non-finite loss is a *result* (status "diverged"), not an exception, so it is 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -102,18 +101,6 @@ def _callback(run_dir: str, cfg_dict: dict, echo: bool = True):
     return RunDirCallback()
 
 
-def ray_is_initialized() -> bool:
-    import ray
-
-    return ray.is_initialized()
-
-
-def init_ray(address: str | None) -> None:
-    from sslray.resources import start_ray
-
-    start_ray(address, log_to_driver=True)
-
-
 def build_trainer(cfg: Config, storage: str, extra_callbacks: list | None = None, echo: bool = True):
     """``echo``: print each epoch's line (a single run does; a search prints its own lines)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -163,13 +150,9 @@ def train_ray(cfg: Config, run_dir: Path) -> dict[str, Any]:
     storage = cfg.scale.storage_path or str(Path(cfg.train.output_dir).absolute())
     local_storage = "://" not in storage
     fresh = local_storage and not (Path(storage) / cfg.train.run_name).exists()
-    from sslray.resources import check_cluster, check_local
+    from sslray.resources import connect
 
-    # a run the cluster can never hold fails now, not after waiting for ever
-    if not ray_is_initialized() and (cfg.scale.address or os.environ.get("RAY_ADDRESS") or "local") == "local":
-        check_local(cfg.scale)
-    init_ray(cfg.scale.address)
-    check_cluster(cfg.scale)
+    connect([cfg.scale], cfg.scale.address)  # a run the cluster can never hold fails now, not after waiting for ever
     trainer = build_trainer(cfg, storage)
     try:
         result = trainer.fit()

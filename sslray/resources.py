@@ -105,6 +105,43 @@ def check_cluster(s: ScaleConfig, log: Callable[[str], None] = print) -> None:
     log(f"waiting for the autoscaler to add nodes: {problem.split(';')[0]}")
 
 
+def local_cpus(num_cpus: float | None, driver_cpus: float = 0.0) -> float:
+    """Logical CPUs of a local Ray: as asked, else one per core plus whole CPUs for ``driver_cpus``.
+
+    A Tune trial that runs Ray Train workers (a search trial of two or more workers, a comparison's
+    final) holds a fraction of a CPU while it sleeps on them; with exactly one logical CPU per core
+    those fractions would keep the last worker from a CPU, so trials meant to run side by side would
+    run one after another. A trial that runs the loop itself holds only its workers' CPUs."""
+    if num_cpus is not None:
+        return num_cpus
+    return (os.cpu_count() or 1) + (math.ceil(driver_cpus) if driver_cpus > 0 else 0)
+
+
+def connect(scales: list[ScaleConfig], address: str | None = None, num_cpus: float | None = None,
+            driver_cpus: float = 0.0, log_to_driver: bool = True) -> str:
+    """Start or join Ray for ``sslray.train``, ``sslray.tune`` and ``sslray.compare`` -- the one place
+    that decides where runs go and how many CPUs a local Ray has -- after checking that every run
+    (``scales``) fits. Returns "connected" (Ray was already up: the caller's), "local" or the address.
+
+    ``address`` (else $RAY_ADDRESS) joins a cluster, else a new local Ray starts with
+    :func:`local_cpus`. A local shortfall is refused before anything starts (the error is the only
+    line printed); a cluster's is refused unless its autoscaler can add the resource."""
+    import ray
+
+    if ray.is_initialized():  # connected by the caller: whatever it is, not ours to judge as local
+        where = "connected"
+    else:
+        where = address or os.environ.get("RAY_ADDRESS") or "local"
+        if where == "local":
+            for s in scales:
+                check_local(s, num_cpus)
+            num_cpus = local_cpus(num_cpus, driver_cpus)
+        start_ray(where, num_cpus, log_to_driver=log_to_driver)
+    for s in scales:
+        check_cluster(s)
+    return where
+
+
 def start_ray(address: str | None, num_cpus: float | None = None, **kwargs) -> None:
     """``ray.init``: a new local Ray unless an address (or $RAY_ADDRESS) names a cluster.
 

@@ -11,7 +11,6 @@ Overrides apply to every trial's config, e.g. ``data.root=/data``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -43,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from sslray.config import ConfigError
     from sslray.data import DataError
+    from sslray.search.checks import check_data_here, check_experiment
     from sslray.search.space import load_search_space
 
     name = args.name or Path(args.search_space).stem
     try:
-        check_args(args, name)
+        check_experiment(name, args.output, args.num_cpus, args.plan, args.epoch_seconds)
         space = load_search_space(args.search_space, absolute_overrides(args.overrides))  # resolved once
         if args.plan:
             from sslray.search.plan import budget, format_budget
@@ -104,39 +104,6 @@ def main(argv: list[str] | None = None) -> int:
               "the trials' MLflow runs", file=sys.stderr)
         return 1
     return 0
-
-
-def check_data_here(base: dict, address: str | None) -> None:
-    """On a local Ray the trials read the data from this machine's disk: a missing dataset is bad
-    input, refused before anything starts (on a cluster the workers' disks are not ours to check)."""
-    if address or os.environ.get("RAY_ADDRESS"):
-        return
-    from sslray.config import load_config
-    from sslray.data import check_available
-
-    check_available(load_config(base).data)
-
-
-def check_args(args, name: str) -> None:
-    """Command-line values checked before anything starts (ConfigError names the flag)."""
-    import re
-
-    from sslray.config import ConfigError
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise ConfigError(f"--name: {name!r} is not a usable experiment name; allowed: letters, digits, '.', '_', '-'")
-    out = Path(args.output).absolute()
-    for folder in (out, *out.parents):  # the nearest existing ancestor must be a writable folder
-        if folder.exists():
-            if not folder.is_dir():
-                raise ConfigError(f"--output: {folder} is a file; allowed: a folder (created if missing)")
-            if not os.access(folder, os.W_OK):
-                raise ConfigError(f"--output: {folder} is not writable; allowed: a folder you can write to")
-            break
-    if args.num_cpus is not None and not args.num_cpus > 0:
-        raise ConfigError(f"--num-cpus: {args.num_cpus:g} is out of range; allowed: > 0")
-    if args.epoch_seconds is not None and not (args.plan and args.epoch_seconds > 0):
-        raise ConfigError("--epoch-seconds: allowed only with --plan, and > 0")
 
 
 if __name__ == "__main__":

@@ -246,7 +246,7 @@ def test_good_checkpoint_still_loads_and_resumes(ckpts, tmp_path, tiny_cfg):
 def test_eval_on_data_with_another_class_count_loads_the_checkpoint(ckpts):
     """Data overrides are allowed in eval: the online probe (sized by the training data's classes)
     must not make loading fail when the evaluation data has another class count."""
-    from sslray.eval.__main__ import evaluate_checkpoint
+    from sslray.eval.offline import evaluate_checkpoint
 
     res = evaluate_checkpoint(str(ckpts / "good.pt"), ["data.synthetic_classes=5", "eval.probe_epochs=1"])
     assert res["epoch"] == 1 and 0 <= res["knn_top1"] <= 1

@@ -12,7 +12,7 @@ from sslray.checkpoint import load_checkpoint
 from sslray.config import load_config
 from sslray.loop import run
 from sslray.methods import build_method
-from sslray.train import LocalReporter
+from sslray.local_run import LocalReporter
 
 
 pytestmark = pytest.mark.skipif(not any(map(shutil.which, ("g++", "c++", "clang++"))),

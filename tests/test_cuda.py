@@ -39,7 +39,7 @@ def test_cuda_crops_do_not_sync_with_the_host():
 
 def test_cuda_training_uses_bf16_and_channels_last(tiny_cfg, tmp_path):
     from sslray.loop import resolve_runtime, run
-    from sslray.train import LocalReporter
+    from sslray.local_run import LocalReporter
 
     cfg = load_config(tiny_cfg)
     rt = resolve_runtime(cfg)
@@ -54,7 +54,7 @@ def test_cuda_compiled_training_with_bf16_and_channels_last(tiny_cfg, tmp_path):
     from sslray.checkpoint import load_checkpoint
     from sslray.loop import resolve_runtime, run
     from sslray.methods import build_method
-    from sslray.train import LocalReporter
+    from sslray.local_run import LocalReporter
 
     tiny_cfg["train"].update(epochs=1, compile="true", device="cuda")
     tiny_cfg["data"]["synthetic_train_size"] = 96  # 3 steps of 32

@@ -167,7 +167,7 @@ def test_cli_run_writes_student_summary_and_mlflow_run_and_the_student_evaluates
 
     import sslray
     from sslray.checkpoint import load_checkpoint
-    from sslray.eval.__main__ import evaluate_checkpoint
+    from sslray.eval.offline import evaluate_checkpoint
 
     out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.run([sys.executable, "-m", "sslray.distill", str(teacher), "--output", str(out),

@@ -86,7 +86,7 @@ def run_case(name: str) -> dict:
     from sslray.checkpoint import load_checkpoint
     from sslray.config import load_config
     from sslray.loop import run
-    from sslray.train import LocalReporter
+    from sslray.local_run import LocalReporter
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the reduction order of a few kernels depends on the thread count

@@ -21,7 +21,7 @@ from sslray.losses.uota import uota_weights
 from sslray.methods import build_method, check_method, method_params
 from sslray.optim import build_optimizer
 from sslray.parallel import wrap_data_parallel
-from sslray.train import LocalReporter
+from sslray.local_run import LocalReporter
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices (conftest.one_thread)
 

@@ -12,7 +12,8 @@ from sslray.checkpoint import list_checkpoints, load_checkpoint
 from sslray.config import load_config
 from sslray.loop import run
 from sslray.methods import METHODS
-from sslray.train import LocalReporter, main as train_main
+from sslray.local_run import LocalReporter
+from sslray.train import main as train_main
 
 
 def _run(cfg_dict, run_dir, resume=None):
@@ -50,7 +51,7 @@ def test_cli_run_writes_metrics_checkpoints_and_summary(tiny_cfg, tmp_path, caps
 
 def test_training_learns_on_synthetic_data(tiny_cfg, tmp_path):
     """A real learning check: kNN after pretraining beats the untrained encoder by a margin."""
-    from sslray.eval.__main__ import evaluate_checkpoint
+    from sslray.eval.offline import evaluate_checkpoint
 
     # 48 epochs: margins 0.37-0.43 over seeds 0-3 (24 epochs gave 0.03-0.29, a coin flip)
     tiny_cfg["train"].update(epochs=48, batch_size=64, checkpoint_every=0)

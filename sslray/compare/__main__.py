@@ -73,7 +73,7 @@ def prepare(args, overrides: list[str], files: list[str]):
     from sslray.compare.run import check_arms
     from sslray.config import ConfigError
     from sslray.search.space import load_search_space
-    from sslray.tune import check_args, check_data_here
+    from sslray.search.checks import check_data_here, check_experiment
 
     if len(files) < 2:
         raise ConfigError(f"arms: {len(files)} search-space file(s); allowed: two or more SPACE.yaml")
@@ -81,8 +81,7 @@ def prepare(args, overrides: list[str], files: list[str]):
     if len(set(names)) != len(names):
         raise ConfigError(f"arms: two files named {sorted(n for n in names if names.count(n) > 1)[0]!r}; "
                           "allowed: files with distinct names (an arm is named by its file stem)")
-    args.plan, args.epoch_seconds = False, None  # check_args is shared with sslray.tune
-    check_args(args, args.name)
+    check_experiment(args.name, args.output, args.num_cpus)
     if args.epochs:
         overrides = overrides + [f"train.epochs={args.epochs}"]
     arms = {}

@@ -14,17 +14,18 @@ from typing import Any
 
 from sslray.search.tracking import MLflowTrials
 
+FINAL_DRIVER_CPUS = 0.1  # what a final's Tune trial holds while it sleeps on its Ray Train workers
 FINAL_TAG = "sslray.final"  # "<arm>/seed<seed>": a resumed comparison finds its runs by it
 # the offline evaluation runs on the full test set, whatever subset the search scored on
-FULL_TEST = ["data.test_limit=null"]
+FULL_TEST = {"data.test_limit": None}
 
 
 def final_config(space, best_params: dict[str, Any], seed: int, finals_dir: str, arm: str):
     """The config a final trains: the arm's resolved space, its best parameters, the seed."""
-    return space.trial_config(best_params, [
-        f"train.seed={seed}", "train.checkpoint_every=1", f"train.output_dir={finals_dir}",
-        f"train.run_name=final-{arm}-seed{seed}",  # stable: a restored final resumes its Train run
-    ])
+    return space.trial_config(best_params, {
+        "train.seed": seed, "train.checkpoint_every": 1, "train.output_dir": str(finals_dir),
+        "train.run_name": f"final-{arm}-seed{seed}",  # stable: a restored final resumes its Train run
+    })
 
 
 class FinalTrainable:
@@ -39,7 +40,7 @@ class FinalTrainable:
 
         from sslray.checkpoint import RAY_CKPT_FILE, resolve_checkpoint, storage_uri
         from sslray.config import load_config
-        from sslray.eval.__main__ import evaluate_checkpoint
+        from sslray.eval.offline import evaluate_checkpoint
         from sslray.ray_train import build_trainer
 
         t0 = time.time()

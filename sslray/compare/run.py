@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sslray.compare.finals import FINAL_TAG, FinalRuns, FinalTrainable, final_config
+from sslray.compare.finals import FINAL_DRIVER_CPUS, FINAL_TAG, FinalRuns, FinalTrainable, final_config
 from sslray.config import ConfigError, load_config
 from sslray.search.space import SearchSpace
 from sslray.search.tracking import mlflow_param
@@ -50,23 +50,15 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
     import os
 
     import mlflow
-    import ray
 
-    from sslray.resources import check_cluster, check_local, start_ray
+    from sslray.resources import connect
     from sslray.search.run import ray_storage, run_search, search_exists
     from sslray.search.tracking import mlflow_experiment
 
     t0 = time.time()
     scales = [load_config(s.base).scale for s in arms.values()]
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        if address == "local":
-            for scale in scales:
-                check_local(scale, num_cpus)
-            num_cpus = num_cpus or (os.cpu_count() or 1) + 1  # +1: the trials' sleeping driver actors
-        start_ray(address, num_cpus)
-    for scale in scales:
-        check_cluster(scale)
+    # each final is a Ray Train run whose Tune trial sleeps on its workers holding FINAL_DRIVER_CPUS
+    connect(scales, address, num_cpus, driver_cpus=finals_concurrent * FINAL_DRIVER_CPUS)
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "spec.json").write_text(json.dumps(spec, indent=2, default=str))
@@ -152,7 +144,7 @@ def run_finals(configs, arms, seeds, root, resume, client, exp_id, parent_id, tr
 
     from sslray.search.run import Interrupted
 
-    trainable = tune.with_resources(FinalTrainable(configs, f"{root}/finals"), {"cpu": 0.1})
+    trainable = tune.with_resources(FinalTrainable(configs, f"{root}/finals"), {"cpu": FINAL_DRIVER_CPUS})
     interrupted = Interrupted()
     try:
         if resume and tune.Tuner.can_restore(f"{root}/finals/tune"):

@@ -132,14 +132,13 @@ def check_tracking(args, output: Path) -> str:
 
 def student_config(cfg: Config, encoder: str | None, width: int | None) -> Config:
     """The teacher's config with the student's encoder (and width): what the student checkpoint records."""
-    from sslray.config import load_config
 
     encoder = encoder or cfg.model.encoder
     if width is not None and encoder != "small_cnn":
         raise ConfigError(f"--student-width: {encoder} has no width setting; allowed: --student-width only with "
                           "--student-encoder small_cnn")
     try:
-        return load_config(cfg.to_dict(), [f"model.encoder={encoder}", f"model.width={width or cfg.model.width}"])
+        return cfg.updated({"model.encoder": encoder, "model.width": width or cfg.model.width})
     except ConfigError as e:  # e.g. views.size too small for that encoder
         raise ConfigError(f"--student-encoder: {e}") from None
 
@@ -147,9 +146,8 @@ def student_config(cfg: Config, encoder: str | None, width: int | None) -> Confi
 def prepare(args) -> Plan:
     """Read and check everything -- arguments, teacher checkpoint, configs, data -- writing nothing."""
     from sslray import data as data_mod
-    from sslray.checkpoint import CheckpointError, load_checkpoint, saved_config
-    from sslray.config import absolute_overrides, load_config
-    from sslray.eval.__main__ import check_same_model
+    from sslray.checkpoint import CheckpointError, check_same_model, load_checkpoint, saved_config
+    from sslray.config import absolute_overrides, load_config, parse_overrides
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device: cuda is not available on this machine; allowed: cpu, auto")
@@ -167,8 +165,8 @@ def prepare(args) -> Plan:
         raise e.named("teacher") from None
     overrides = absolute_overrides(args.overrides)
     # in this process, on the chosen device: a GPU recipe's scale settings must not refuse --device cpu
-    cfg = load_config(state["config"], overrides + [f"train.device={args.device}", "scale.workers=0",
-                                                    "scale.use_gpu=false"])
+    cfg = load_config(state["config"], {**parse_overrides(overrides), "train.device": args.device,
+                                        "scale.workers": 0, "scale.use_gpu": False})
     check_same_model(saved, cfg)
     student_cfg = student_config(cfg, args.student_encoder, args.student_width)
     settings = Settings(label_fraction=args.label_fraction, finetune_epochs=args.finetune_epochs,
@@ -226,11 +224,11 @@ def _pct(x: float) -> str:
 
 def run(plan: Plan) -> dict[str, Any]:
     """Fine-tune, distil, evaluate; write the output folder and the MLflow run. Returns the summary."""
-    from sslray.checkpoint import save_checkpoint
+    from sslray.checkpoint import method_state, save_checkpoint
     from sslray.distill.networks import FineTuned, build_student
     from sslray.distill.stages import DISTILL, INIT, distill, evaluate, finetune, stream_seed
     from sslray.distill.tracking import DistillRun
-    from sslray.loop import method_state, resolve_runtime
+    from sslray.loop import resolve_runtime
     from sslray.methods import build_method
 
     t_start = time.perf_counter()

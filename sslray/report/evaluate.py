@@ -1,6 +1,6 @@
 """The best trial against the untrained encoder of the same config, on the full test set.
 
-Both go through :func:`sslray.eval.__main__.evaluate_checkpoint` (kNN + offline linear probe +
+Both go through :func:`sslray.eval.offline.evaluate_checkpoint` (kNN + offline linear probe +
 collapse statistics): the best trial's checkpoint (``summary.json["best"]["checkpoint"]``, a path
 or a storage URI), and the trial's config -- the search's ``trial_config`` of its parameters,
 written to ``report/untrained_config.yaml`` -- untrained. ``data.test_limit=null`` lifts any
@@ -51,7 +51,7 @@ def best_vs_untrained(search, report_dir: Path, no_eval: bool) -> dict[str, Any]
 def _evaluate(search, best: dict[str, Any], report_dir: Path) -> dict[str, Any]:
     from sslray.checkpoint import RAY_CKPT_FILE, resolve_checkpoint
     from sslray.config import dump_config
-    from sslray.eval.__main__ import evaluate_checkpoint
+    from sslray.eval.offline import evaluate_checkpoint
     from sslray.search.trainable import trial_config
 
     local = resolve_checkpoint(best["checkpoint"])  # a copy, when it is a storage URI

@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -107,11 +106,10 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
     import os
 
     import mlflow
-    import ray
     from ray import tune
 
     from sslray.data import DataError
-    from sslray.resources import check_cluster, check_local, start_ray
+    from sslray.resources import connect
     from sslray.search.progress import SearchProgress
     from sslray.search.scheduler import SoundASHA
     from sslray.search.study import TruthfulOptunaSearch
@@ -126,21 +124,9 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
     check_resumable(exp_dir, space, resume)
     base = load_config(space.base)
     scale = base.scale
-    if ray.is_initialized():  # connected by the caller: whatever it is, not ours to judge as local
-        address = address or "connected"
-    else:
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        if address == "local":
-            check_local(scale, num_cpus)  # before anything starts or is written
-            if num_cpus is None:
-                # A Ray Train trial's driver actor holds trial_cpus while it waits on its workers:
-                # with exactly one logical CPU per core, max_concurrent one-CPU trials would not fit
-                # and run one after another. One extra logical CPU covers the (sleeping) trial drivers.
-                # An in-trial loop holds only its worker's CPUs: one logical CPU per core.
-                extra = 0 if in_trial(scale.workers) else max(1, math.ceil(space.max_concurrent * trial_cpus))
-                num_cpus = (os.cpu_count() or 1) + extra
-        start_ray(address, num_cpus, log_to_driver=verbose)  # trials' own output: their log.txt
-    check_cluster(scale)  # before anything is written
+    # before anything is written: Ray Train trials' drivers sleep on their workers holding trial_cpus
+    address = connect([scale], address, num_cpus, driver_cpus=0 if in_trial(scale.workers) else
+                      space.max_concurrent * trial_cpus, log_to_driver=verbose)  # trials' own output: their log.txt
 
     fresh = not exp_dir.exists()
     exp_dir.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslray.config import Config, ConfigError, _set_path, load_config, read_yaml
+from sslray.config import SPACE_KEYS, Config, ConfigError, _set_path, compose, load_config, parse_overrides, read_yaml
 
 METRICS = ("knn_top1", "probe_top1", "rankme")
 DISTS = ("loguniform", "uniform", "int", "choice")
@@ -119,14 +119,15 @@ class SearchSpace:
                 out[p.path] = chosen.get(p.path)
         return list(out)
 
-    def trial_config(self, params: dict[str, Any], overrides: list[str] | None = None) -> Config:
-        """The validated Config of one trial: base + sampled parameters (+ the search's own settings)."""
+    def trial_config(self, params: dict[str, Any], settings: dict[str, Any] | None = None) -> Config:
+        """The validated Config of one trial: base + sampled parameters (+ the search's own
+        settings, typed values at dotted paths)."""
         raw = copy.deepcopy(self.base)
         if params.get("loss.name", raw["loss"]["name"]) != raw["loss"]["name"]:
             raw["loss"]["params"] = {}  # the base's weights belong to the base's loss
         for path, value in params.items():
             _set(raw, path, value)
-        return load_config(raw, overrides)
+        return load_config(raw, settings)
 
     def to_record(self) -> dict[str, Any]:
         """What a resumed search must agree with: the resolved base and the search settings."""
@@ -148,13 +149,6 @@ def _get(raw: dict, path: str) -> Any:
 
 def _set(raw: dict, path: str, value: Any) -> None:
     _set_path(raw, path.split("."), value)  # the config's own override rule (list indices included)
-
-
-def _deep_merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def _check_path(path: str, base: Config) -> None:
@@ -283,14 +277,12 @@ def load_search_space(path: str | Path, overrides: list[str] | None = None) -> S
     path = Path(path)
     raw = read_yaml(path, "search-space file", "a mapping with base, config and search")
     text = path.read_text()
-    unknown = sorted(set(raw) - {"base", "config", "search"})
+    unknown = sorted(set(raw) - set(SPACE_KEYS))
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; allowed: base, config, search")
-    base: dict = {}
-    if raw.get("base"):
-        base = read_yaml((path.parent / str(raw["base"])).resolve(), "base:")
-    base = _deep_merge(base, raw.get("config") or {})
-    base_cfg = load_config(base, overrides)  # the resolved base must itself be a valid run
+        raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(SPACE_KEYS)}")
+    base = compose(path, raw)
+    changes = parse_overrides(overrides)  # the command line's text, read once into typed values
+    base_cfg = load_config(base, changes)  # the resolved base must itself be a valid run
     base = base_cfg.to_dict()
     s = raw.get("search")
     if not isinstance(s, dict):
@@ -313,8 +305,7 @@ def load_search_space(path: str | Path, overrides: list[str] | None = None) -> S
         parsed[str(p)] = _parse_param(str(p), spec, parsed)
     params = list(parsed.values())
     _check_loss_params(params, base)
-    for item in overrides or []:
-        key = item.partition("=")[0].strip()
+    for key in changes:
         if key in parsed:
             raise ConfigError(f"override {key}: it is a searched parameter, so the override would replace every "
                               f"sampled value; allowed: change its range in {path.name}, or drop it from search.params")

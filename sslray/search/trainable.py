@@ -34,15 +34,15 @@ def in_trial(workers: int) -> bool:
 def trial_config(space, params: dict[str, Any], trials_dir: str, trial_id: str) -> Config:
     """The exact config a trial runs: the resolved space, its sampled parameters and the search's own
     settings. The trial and its MLflow record both come from here, so what MLflow shows is what ran."""
-    settings = [
-        "eval.every=1",  # ASHA compares trials at its rungs: a score every epoch
-        "train.checkpoint_every=1", f"train.output_dir={trials_dir}",
-        f"train.run_name=train-{trial_id}",  # stable: a restored trial resumes its Train run
-    ]
+    settings: dict[str, Any] = {
+        "eval.every": 1,  # ASHA compares trials at its rungs: a score every epoch
+        "train.checkpoint_every": 1, "train.output_dir": str(trials_dir),
+        "train.run_name": f"train-{trial_id}",  # stable: a restored trial resumes its Train run
+    }
     if not space.base.get("data", {}).get("cache_dir"):
         # decoded once (by the search's driver, see warm_data_cache), then ~0.1 s per trial instead
         # of ~7 s of PNG decoding for CIFAR-10: most of a short trial's start-up otherwise
-        settings.append(f"data.cache_dir={Path(trials_dir).parent / 'data_cache'}")
+        settings["data.cache_dir"] = str(Path(trials_dir).parent / "data_cache")
     return space.trial_config(params, settings)
 
 
