@@ -9,9 +9,11 @@ argparse's, with only ``error()`` changed: it rewrites argparse's messages into 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import sys
+import typing
 from typing import Callable, NoReturn
 
 # argparse's message templates (Python 3.10-3.13), and how each becomes "<argument>: ...; allowed: ..."
@@ -98,3 +100,21 @@ def float_in(lo: float | None = None, hi: float | None = None, lo_open: bool = F
         return value
 
     return parse
+
+
+def add_knob_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--field-name`` flag per field of a dataclass declared with :func:`sslray.config.knob`:
+    its type and bounds (and error) from the declaration, its help from the doc. A flag not given is
+    absent from the parsed namespace, so a recipe's value stands unless the command line changes it."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        m, tp = f.metadata, hints[f.name]
+        kwargs: dict = {"default": argparse.SUPPRESS, "dest": f.name,
+                        "help": f"{m['doc']} (default {f.default})"}
+        if m.get("choices"):
+            kwargs["choices"] = list(m["choices"])
+        elif tp is int:
+            kwargs["type"] = int_at_least(int(m["lo"])) if m.get("lo") is not None else int
+        elif tp is float:
+            kwargs["type"] = float_in(m.get("lo"), m.get("hi"), m.get("lo_open", False), m.get("hi_open", False))
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)

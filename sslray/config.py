@@ -24,57 +24,78 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------- schema
+def knob(default: Any = dataclasses.MISSING, *, doc: str, lo: float | None = None, hi: float | None = None,
+         lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None, unit: str | None = None,
+         path: bool = False, ordered: bool = False, factory: Any = None) -> Any:
+    """A config field with everything about it in one place: its default, its one-line doc, its
+    unit, and what :func:`validate` allows -- an interval (``lo``/``hi``, open or closed; for a
+    tuple, each element; ``ordered``: the second element at least the first), or ``choices``.
+    ``path``: a local path that is made absolute when the config is loaded (Ray workers and Tune
+    trials run in other folders)."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices,
+            "unit": unit, "path": path, "ordered": ordered}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class DataConfig:
-    source: str = "cifar10"  # cifar10 | cifar100 | stl10 | imagefolder | parquet | synthetic
-    root: str = "./data"  # torchvision files or <root>/<name>/{train,test}.parquet
-    train_path: str | None = None  # imagefolder / parquet: file, folder of shards or URI
-    test_path: str | None = None
-    image_column: str = "image"
-    label_column: str = "label"
-    num_classes: int | None = None  # known class count; labels outside [0, n) are errors
-    image_size: int | None = None  # resize decoded images to this square size (None: keep)
-    download: bool = True  # torchvision download when no local copy exists
-    limit: int | None = None  # class-stratified subset of the training split: this many images
-    fraction: float | None = None  # ... or this fraction of it
-    test_limit: int | None = None  # class-stratified subset of the test split
-    cache_dir: str | None = None  # decoded uint8 arrays are cached here (None: no cache)
+    source: str = knob("cifar10", doc="cifar10 | cifar100 | stl10 | imagefolder | parquet | synthetic")
+    root: str = knob("./data", path=True, doc="torchvision files or <root>/<name>/{train,test}.parquet")
+    train_path: str | None = knob(None, path=True, doc="imagefolder / parquet: file, folder of shards or URI")
+    test_path: str | None = knob(None, path=True, doc="imagefolder / parquet: the test split's")
+    image_column: str = knob("image", doc="parquet: the column of encoded image bytes")
+    label_column: str = knob("label", doc="parquet: the column of integer labels")
+    num_classes: int | None = knob(None, lo=1, doc="known class count; labels outside [0, n) are errors")
+    image_size: int | None = knob(None, lo=8, unit="px", doc="resize decoded images to this square size (None: keep)")
+    download: bool = knob(True, doc="torchvision download when no local copy exists")
+    limit: int | None = knob(None, lo=1, unit="images", doc="class-stratified subset of the training split")
+    fraction: float | None = knob(None, lo=0, hi=1, lo_open=True, doc="... or this fraction of it")
+    test_limit: int | None = knob(None, lo=1, unit="images", doc="class-stratified subset of the test split")
+    cache_dir: str | None = knob(None, path=True, doc="decoded uint8 arrays are cached here (None: no cache)")
     # synthetic source (tests and smoke runs only)
-    synthetic_classes: int = 10
-    synthetic_train_size: int = 512
-    synthetic_test_size: int = 256
-    synthetic_image_size: int = 32
+    synthetic_classes: int = knob(10, lo=2, doc="synthetic source: classes")
+    synthetic_train_size: int = knob(512, lo=2, unit="images", doc="synthetic source: training images")
+    synthetic_test_size: int = knob(256, lo=1, unit="images", doc="synthetic source: test images")
+    synthetic_image_size: int = knob(32, lo=8, unit="px", doc="synthetic source: image side")
 
 
 @dataclass
 class ViewConfig:
     """The augmentation of one view; semantics as torchvision's transforms."""
 
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale_p: float = 0.2
-    blur_p: float = 0.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: float = 0.0
-    solarize_threshold: float = 0.5  # on the [0, 1] scale (torchvision's 128 for uint8)
+    crop_scale: tuple[float, float] = knob((0.2, 1.0), lo=0, hi=1, lo_open=True, ordered=True,
+                                           doc="RandomResizedCrop's area fraction range")
+    crop_ratio: tuple[float, float] = knob((3 / 4, 4 / 3), lo=0, lo_open=True, ordered=True,
+                                           doc="RandomResizedCrop's aspect-ratio range")
+    hflip_p: float = knob(0.5, lo=0, hi=1, doc="probability of a horizontal flip")
+    jitter_p: float = knob(0.8, lo=0, hi=1, doc="probability of colour jitter")
+    brightness: float = knob(0.4, lo=0, doc="colour jitter's brightness strength")
+    contrast: float = knob(0.4, lo=0, doc="colour jitter's contrast strength")
+    saturation: float = knob(0.2, lo=0, doc="colour jitter's saturation strength")
+    hue: float = knob(0.1, lo=0, hi=0.5, doc="colour jitter's hue strength")
+    grayscale_p: float = knob(0.2, lo=0, hi=1, doc="probability of grayscale")
+    blur_p: float = knob(0.0, lo=0, hi=1, doc="probability of Gaussian blur")
+    blur_sigma: tuple[float, float] = knob((0.1, 2.0), lo=0, lo_open=True, ordered=True, unit="px",
+                                           doc="Gaussian blur's sigma range")
+    solarize_p: float = knob(0.0, lo=0, hi=1, doc="probability of solarization")
+    solarize_threshold: float = knob(0.5, lo=0, hi=1, doc="on the [0, 1] scale (torchvision's 128 for uint8)")
 
 
 @dataclass
 class CropGroup(ViewConfig):
     """``count`` crops of side ``size`` (None: ``views.size``), each drawn with this augmentation."""
 
-    count: int = 1
-    size: int | None = None
+    count: int = knob(1, lo=1, doc="crops of this group per image")
+    size: int | None = knob(None, lo=8, unit="px", doc="side of these crops (None: views.size)")
 
 
 def _two_crops() -> list[CropGroup]:
     return [CropGroup(), CropGroup()]
+
+
+PRESETS = ("symmetric", "asymmetric", "custom")
 
 
 @dataclass
@@ -84,90 +105,93 @@ class ViewsConfig:
     ``{count: 6, size: 16, crop_scale: [0.14, 0.5]}``. Crops are ordered group by group; the
     encoder runs once per crop size. Override one group's field as ``views.crops.1.solarize_p=0.3``."""
 
-    preset: str = "symmetric"  # symmetric | asymmetric | custom: per-group augmentation defaults
-    size: int = 32  # the side length of the crops (unless a group sets its own) and of eval images
-    crops: list[CropGroup] = field(default_factory=_two_crops)
-    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    preset: str = knob("symmetric", choices=PRESETS, doc="per-group augmentation defaults (see view_preset)")
+    size: int = knob(32, lo=8, unit="px", doc="the side of the crops (unless a group sets its own) and of eval images")
+    crops: list[CropGroup] = knob(factory=_two_crops, doc="the crop groups, in order")
+    mean: tuple[float, float, float] = knob((0.4914, 0.4822, 0.4465), doc="per-channel normalisation mean")
+    std: tuple[float, float, float] = knob((0.2470, 0.2435, 0.2616), lo=0, lo_open=True,
+                                           doc="per-channel normalisation std")
 
 
 @dataclass
 class ModelConfig:
-    encoder: str = "resnet18"  # resnet18 | resnet50 | small_cnn
-    stem: str = "auto"  # cifar | imagenet | auto (cifar for images <= 64 px)
-    projector: str = "2048-2048-2048"  # hidden-...-output widths: Linear-BN-ReLU, plain last Linear
-    width: int = 32  # small_cnn base width (representation = 8 x width)
-    sync_batchnorm: bool = True  # only used with more than one worker
+    encoder: str = knob("resnet18", doc="resnet18 | resnet50 | small_cnn")
+    stem: str = knob("auto", choices=("auto", "cifar", "imagenet"), doc="auto: cifar for images <= 64 px")
+    projector: str = knob("2048-2048-2048", doc="hidden-...-output widths: Linear-BN-ReLU, plain last Linear")
+    width: int = knob(32, lo=1, doc="small_cnn base width (representation = 8 x width)")
+    sync_batchnorm: bool = knob(True, doc="BatchNorm over the global batch; only used with more than one worker")
 
 
 @dataclass
 class UotaConfig:
     """UOTA view weighting (sslray.methods.uota) for methods whose loss is a mean over views."""
 
-    enabled: bool = False
-    tau: float = 350.0  # distances are divided by tau: larger = weights closer to 1
-    eps: float = 1e-8  # added to the pooled covariance's diagonal
-    start_epoch: int = 0  # 0-based; weights are 1 before it
+    enabled: bool = knob(False, doc="weight each view's loss term by UOTA")
+    tau: float = knob(350.0, lo=0, lo_open=True, doc="distances are divided by tau: larger = weights closer to 1")
+    eps: float = knob(1e-8, lo=0, lo_open=True, doc="added to the pooled covariance's diagonal")
+    start_epoch: int = knob(0, lo=0, doc="0-based; weights are 1 before it")
 
 
 @dataclass
 class LossConfig:
-    name: str = "vicreg"  # the method (sslray.methods): its loss, networks and state
-    params: dict[str, float | bool] = field(default_factory=dict)  # paper-named; see sslray.methods
-    uota: UotaConfig = field(default_factory=UotaConfig)
+    name: str = knob("vicreg", doc="the method (sslray.methods): its loss, networks and state")
+    params: dict[str, float | bool] = knob(factory=dict, doc="the method's paper-named parameters; see sslray.methods")
+    uota: UotaConfig = knob(factory=UotaConfig, doc="UOTA view weighting")
 
 
 @dataclass
 class OptimConfig:
-    name: str = "lars"  # sgd | adamw | lars
-    lr: float = 0.3  # base lr for a batch of `lr_batch_size`; scaled linearly by the batch size
-    lr_batch_size: int = 256
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    eta: float = 0.02  # LARS trust coefficient
-    warmup_epochs: float = 10.0
-    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
-    probe_lr: float = 1e-3  # online linear probe (AdamW on detached features)
-    grad_clip: float | None = None
+    name: str = knob("lars", choices=("sgd", "adamw", "lars"), doc="the optimizer")
+    lr: float = knob(0.3, lo=0, lo_open=True, doc="base lr for a batch of lr_batch_size; scaled linearly by the batch")
+    lr_batch_size: int = knob(256, lo=1, unit="images", doc="the batch the base lr is stated for")
+    weight_decay: float = knob(1e-4, lo=0, doc="decoupled for adamw; L2 for sgd and lars")
+    momentum: float = knob(0.9, lo=0, hi=1, hi_open=True, doc="sgd / lars momentum")
+    betas: tuple[float, float] = knob((0.9, 0.999), lo=0, hi=1, hi_open=True, doc="adamw betas")
+    eta: float = knob(0.02, lo=0, lo_open=True, doc="LARS trust coefficient")
+    warmup_epochs: float = knob(10.0, lo=0, unit="epochs", doc="linear warm-up")
+    min_lr_ratio: float = knob(0.0, lo=0, hi=1, doc="cosine decays to lr * min_lr_ratio")
+    probe_lr: float = knob(1e-3, lo=0, lo_open=True, doc="online linear probe (AdamW on detached features)")
+    grad_clip: float | None = knob(None, lo=0, lo_open=True, doc="max gradient norm (None: no clipping)")
+
+
+COMPILE_MODES = ("false", "true", "max-autotune")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 256  # per-process batch
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    channels_last: str = "auto"  # auto (on CUDA) | true | false
-    # torch.compile of the training forward (and backward): false | true (mode "default") | max-autotune.
+    epochs: int = knob(100, lo=1, unit="epochs", doc="passes over the training split")
+    batch_size: int = knob(256, lo=2, unit="images", doc="per-process batch")
+    seed: int = knob(0, doc="weights, data order and augmentation all follow from it")
+    device: str = knob("auto", choices=("auto", "cpu", "cuda"), doc="where the loop runs")
+    precision: str = knob("auto", choices=("auto", "fp32", "bf16"), doc="auto: bf16 on CUDA, fp32 on CPU")
+    channels_last: str = knob("auto", choices=("auto", "true", "false"), doc="auto: on CUDA")
     # Costs a compile on the first step (~25 s for a tiny CNN on 2 CPU cores, more for ResNet-18;
     # max-autotune also benchmarks kernels and adds CUDA graphs) and another on every recompile.
-    compile: str = "false"
-    num_threads: int | None = None  # torch CPU threads (None: torch's default)
-    output_dir: str = "runs"
-    run_name: str | None = None  # default: <loss>-<encoder>-<timestamp>
-    checkpoint_every: int = 10  # epochs; a checkpoint is always written at the end
-    keep_checkpoints: int = 2
-    resume: str | None = None  # checkpoint path, or "auto" for the run dir's latest
-    log_every: int = 50  # steps between progress-line refreshes
+    compile: str = knob("false", choices=COMPILE_MODES, doc="torch.compile of the training forward and backward")
+    num_threads: int | None = knob(None, lo=1, doc="torch CPU threads (None: torch's default)")
+    output_dir: str = knob("runs", path=True, doc="run directories go here")
+    run_name: str | None = knob(None, doc="default: <loss>-<encoder>-<timestamp>")
+    checkpoint_every: int = knob(10, lo=0, unit="epochs", doc="a checkpoint is always written at the end")
+    keep_checkpoints: int = knob(2, lo=1, doc="the newest checkpoints kept")
+    resume: str | None = knob(None, path=True, doc="checkpoint path, or 'auto' for the run dir's latest")
+    log_every: int = knob(50, lo=1, unit="steps", doc="between progress-line refreshes")
 
 
 @dataclass
 class EvalConfig:
-    every: int = 1  # epochs between kNN / probe / collapse evaluations (0: only at the end)
-    knn_k: int = 200
-    knn_t: float = 0.1
-    knn_chunk: int = 1024  # test rows scored at a time (memory: chunk x train rows)
-    # kNN bank: a class-stratified subset of this many training images (None: all). An evaluation
-    # costs a forward pass over bank + test images: a search scoring every epoch can afford 10,000,
-    # not 50,000 (small_cnn on 2 CPU cores: ~2 s instead of ~10 s, against a ~26 s epoch).
-    # In-training evaluation only: `python -m sslray.eval` always uses the whole training split.
-    knn_train_limit: int | None = None
-    probe_epochs: int = 100  # offline linear probe on frozen features
-    probe_lr: float = 1e-2
-    probe_batch_size: int = 256
-    feature_batch_size: int = 512
+    every: int = knob(1, lo=0, unit="epochs", doc="between kNN / probe / collapse evaluations (0: only at the end)")
+    knn_k: int = knob(200, lo=1, doc="neighbours of the weighted kNN")
+    knn_t: float = knob(0.1, lo=0, lo_open=True, doc="kNN temperature")
+    knn_chunk: int = knob(1024, lo=1, doc="test rows scored at a time (memory: chunk x train rows)")
+    # An evaluation costs a forward pass over bank + test images: a search scoring every epoch can
+    # afford 10,000, not 50,000 (small_cnn on 2 CPU cores: ~2 s instead of ~10 s, against a ~26 s
+    # epoch). In-training evaluation only: `python -m sslray.eval` always uses the whole training split.
+    knn_train_limit: int | None = knob(None, lo=1, unit="images",
+                                       doc="kNN bank: a class-stratified subset of the training split (None: all)")
+    probe_epochs: int = knob(100, lo=0, unit="epochs", doc="offline linear probe on frozen features")
+    probe_lr: float = knob(1e-2, lo=0, lo_open=True, doc="offline linear probe's lr")
+    probe_batch_size: int = knob(256, lo=1, unit="images", doc="offline linear probe's batch")
+    feature_batch_size: int = knob(512, lo=1, unit="images", doc="batch of feature extraction")
 
 
 @dataclass
@@ -175,14 +199,16 @@ class ScaleConfig:
     """Where the loop runs. workers=0: in this process, no Ray. workers=N: N Ray Train workers
     (DDP; gloo on CPU, NCCL on GPU), train.batch_size each, so the global batch is N x batch_size."""
 
-    workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0  # also torch's thread count in the worker
-    gpus_per_worker: float = 1.0  # with use_gpu
-    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
-    address: str | None = None  # Ray cluster address; None: $RAY_ADDRESS, else a local Ray
-    storage_path: str | None = None  # checkpoints: local folder or pyarrow URI (s3://, gs://); None: train.output_dir
-    max_failures: int = 0  # worker-group restarts from the latest checkpoint
+    workers: int = knob(1, lo=0, doc="Ray Train workers (0: this process, no Ray)")
+    use_gpu: bool = knob(False, doc="one GPU (gpus_per_worker) per worker")
+    cpus_per_worker: float = knob(1.0, lo=0, lo_open=True, doc="also torch's thread count in the worker")
+    gpus_per_worker: float = knob(1.0, lo=0, lo_open=True, doc="with use_gpu")
+    placement_strategy: str = knob("PACK", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+                                   doc="Ray placement of the workers")
+    address: str | None = knob(None, doc="Ray cluster address; None: $RAY_ADDRESS, else a local Ray")
+    storage_path: str | None = knob(None, path=True, doc="checkpoints: local folder or pyarrow URI (s3://, gs://); "
+                                                         "None: train.output_dir")
+    max_failures: int = knob(0, lo=-1, doc="worker-group restarts from the latest checkpoint (-1: forever)")
 
 
 @dataclass
@@ -207,9 +233,6 @@ class Config:
 
 
 # ------------------------------------------------------------------------------- view presets
-PRESETS = ("symmetric", "asymmetric", "custom")
-
-
 def view_preset(name: str, group: int) -> dict:
     """The augmentation defaults of crop group ``group`` (0-based) under a preset, as a dict of
     :class:`ViewConfig` fields.
@@ -375,10 +398,25 @@ def field_type(path: str) -> Any:
     return tp
 
 
+def schema_fields(cls: type | None = None, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every leaf field of the schema as (dotted path, Field), crop-group fields as ``views.crops.N.*``
+    with N written ``N`` -- the table the knobs' declarations make."""
+    out = []
+    for f in dataclasses.fields(cls or Config):
+        tp = typing.get_type_hints(cls or Config)[f.name]
+        inner = typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
+        if dataclasses.is_dataclass(tp):
+            out += schema_fields(tp, f"{prefix}{f.name}.")
+        elif inner is not None and dataclasses.is_dataclass(inner):
+            out += schema_fields(inner, f"{prefix}{f.name}.N.")
+        else:
+            out.append((prefix + f.name, f))
+    return out
+
+
 # Local paths a config carries to Ray workers and Tune trials, which run in other working
 # directories: made absolute against the directory the config is loaded in.
-PATH_FIELDS = ("data.root", "data.train_path", "data.test_path", "data.cache_dir", "train.output_dir",
-               "train.resume", "scale.storage_path")
+PATH_FIELDS = tuple(p for p, f in schema_fields() if f.metadata.get("path"))
 
 
 def absolute_path(value: Any) -> Any:
@@ -527,8 +565,8 @@ def _coerce(tp: Any, value: Any, name: str, nullable: bool = False) -> Any:
 
 
 # String fields that YAML may also give as true / false (read as booleans): their allowed values.
-COMPILE_MODES = ("false", "true", "max-autotune")
-SWITCHES = {"train.channels_last": ("auto", "true", "false"), "train.compile": COMPILE_MODES}
+SWITCHES = {p: f.metadata["choices"] for p, f in schema_fields()
+            if f.metadata.get("choices") and {"true", "false"} <= set(f.metadata["choices"])}
 
 
 # --------------------------------------------------------------------------------- validation
@@ -550,56 +588,58 @@ def _range(name: str, value: float | None, lo: float | None = None, hi: float | 
         raise ConfigError(f"{name}: {value!r} is out of range; allowed: {interval}")
 
 
+def load_knobs(cls: type, raw: dict, where: str) -> Any:
+    """A dataclass of knobs (:func:`knob`) from a mapping, checked against the declarations; an
+    error names ``<where>: <field>``. Absent fields take their declared defaults."""
+    obj = _build(cls, raw, f"{where}: ")
+    _check_declared(obj, f"{where}: ")
+    return obj
+
+
+def _check_declared(node: Any, prefix: str) -> None:
+    """Each field's declared choices and bounds (see :func:`knob`), in declaration order."""
+    for f in dataclasses.fields(node):
+        name, value, m = prefix + f.name, getattr(node, f.name), f.metadata
+        if dataclasses.is_dataclass(value):
+            _check_declared(value, name + ".")
+            continue
+        if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                _check_declared(item, f"{name}.{i}.")
+            continue
+        if m.get("choices") is not None:
+            _choice(name, value, list(m["choices"]))
+        if m.get("lo") is None and m.get("hi") is None:
+            continue
+        if isinstance(value, tuple):
+            for i, v in enumerate(value):
+                after = m["ordered"] and i > 0  # at least the element before it
+                _range(f"{name}[{i}]", v, value[i - 1] if after else m["lo"], m["hi"],
+                       lo_open=m["lo_open"] and not after, hi_open=m["hi_open"])
+        else:
+            _range(name, value, m["lo"], m["hi"], lo_open=m["lo_open"], hi_open=m["hi_open"])
+
+
 def validate(cfg: Config) -> None:
-    """Check every value; raise ConfigError naming the first bad field. Reads no data."""
+    """Check every value; raise ConfigError naming the first bad field. Reads no data.
+
+    Every field's own choices and bounds come from its declaration (:func:`knob`); what follows
+    here are the rules that involve more than one field or a registry (data sources, encoders,
+    methods)."""
     from sslray import data as data_mod
     from sslray import methods, models
 
+    _check_declared(cfg, "")
     d = cfg.data
     _choice("data.source", d.source, list(data_mod.SOURCES))
     if d.source in ("imagefolder", "parquet") and not d.train_path:
         raise ConfigError(f"data.train_path: required for data.source={d.source}; allowed: a file, a folder of "
                           "shards or a URI")
-    _range("data.num_classes", d.num_classes, 1)
-    _range("data.image_size", d.image_size, 8)
-    _range("data.limit", d.limit, 1)
-    _range("data.test_limit", d.test_limit, 1)
-    _range("data.fraction", d.fraction, 0, 1, lo_open=True)
     if d.limit is not None and d.fraction is not None:
         raise ConfigError("data.limit / data.fraction: both are set; allowed: at most one of them")
-    _range("data.synthetic_classes", d.synthetic_classes, 2)
-    _range("data.synthetic_train_size", d.synthetic_train_size, 2)
-    _range("data.synthetic_test_size", d.synthetic_test_size, 1)
-    _range("data.synthetic_image_size", d.synthetic_image_size, 8)
 
-    v = cfg.views
-    _choice("views.preset", v.preset, list(PRESETS))
-    _range("views.size", v.size, 8)
-    for i, vc in enumerate(v.crops):
-        p = f"views.crops.{i}."
-        _range(p + "count", vc.count, 1)
-        _range(p + "size", vc.size, 8)
-        for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p", "solarize_threshold"):
-            _range(p + name, getattr(vc, name), 0, 1)
-        for name in ("brightness", "contrast", "saturation"):
-            _range(p + name, getattr(vc, name), 0)
-        _range(p + "hue", vc.hue, 0, 0.5)
-        lo, hi = vc.crop_scale
-        _range(p + "crop_scale[0]", lo, 0, 1, lo_open=True)
-        _range(p + "crop_scale[1]", hi, lo, 1)
-        lo, hi = vc.crop_ratio
-        _range(p + "crop_ratio[0]", lo, 0, lo_open=True)
-        _range(p + "crop_ratio[1]", hi, lo)
-        lo, hi = vc.blur_sigma
-        _range(p + "blur_sigma[0]", lo, 0, lo_open=True)
-        _range(p + "blur_sigma[1]", hi, lo)
-    for i, s in enumerate(v.std):
-        _range(f"views.std[{i}]", s, 0, lo_open=True)
-
-    m = cfg.model
+    v, m = cfg.views, cfg.model
     _choice("model.encoder", m.encoder, list(models.ENCODERS))
-    _choice("model.stem", m.stem, ["auto", "cifar", "imagenet"])
-    _range("model.width", m.width, 1)
     try:
         dim = models.projector_dims(m.projector)[-1]
     except ValueError as e:
@@ -619,8 +659,6 @@ def validate(cfg: Config) -> None:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"loss.params: {e}") from None
     u = cfg.loss.uota
-    _range("loss.uota.tau", u.tau, 0, lo_open=True)
-    _range("loss.uota.eps", u.eps, 0, lo_open=True)
     _range("loss.uota.start_epoch", u.start_epoch, 0, cfg.train.epochs - 1)
     weighted = [n for n, m in methods.METHODS.items() if m.view_weighting]
     if u.enabled and cfg.loss.name not in weighted:
@@ -635,57 +673,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"views.crops: {cfg.loss.name} takes 2 or more crops per image, these groups give "
                           f"{sum(crops)}; allowed: counts summing to 2 or more")
 
-    o = cfg.optim
-    _choice("optim.name", o.name, ["sgd", "adamw", "lars"])
-    _range("optim.lr", o.lr, 0, lo_open=True)
-    _range("optim.lr_batch_size", o.lr_batch_size, 1)
-    _range("optim.weight_decay", o.weight_decay, 0)
-    _range("optim.momentum", o.momentum, 0, 1, hi_open=True)
-    _range("optim.betas[0]", o.betas[0], 0, 1, hi_open=True)
-    _range("optim.betas[1]", o.betas[1], 0, 1, hi_open=True)
-    _range("optim.eta", o.eta, 0, lo_open=True)
-    _range("optim.warmup_epochs", o.warmup_epochs, 0)
-    _range("optim.min_lr_ratio", o.min_lr_ratio, 0, 1)
-    _range("optim.probe_lr", o.probe_lr, 0, lo_open=True)
-    _range("optim.grad_clip", o.grad_clip, 0, lo_open=True)
-
     t = cfg.train
-    _range("train.epochs", t.epochs, 1)
-    _range("train.batch_size", t.batch_size, 2)
     try:
         methods.METHODS[cfg.loss.name].check_batch(cfg.loss.params, t.batch_size)
     except ValueError as e:
         raise ConfigError(f"train.batch_size: {e}") from None
-    _choice("train.device", t.device, ["auto", "cpu", "cuda"])
-    _choice("train.precision", t.precision, ["auto", "fp32", "bf16"])
-    _choice("train.channels_last", str(t.channels_last).lower(), list(SWITCHES["train.channels_last"]))
-    _choice("train.compile", t.compile, list(COMPILE_MODES))
-    _range("train.num_threads", t.num_threads, 1)
-    _range("train.checkpoint_every", t.checkpoint_every, 0)
-    _range("train.keep_checkpoints", t.keep_checkpoints, 1)
-    _range("train.log_every", t.log_every, 1)
     if t.resume == "auto" and not t.run_name:  # else a fresh run would start under a new timestamp name
         raise ConfigError("train.resume: 'auto' needs train.run_name (the run to continue); "
                           "allowed: train.run_name=NAME with train.resume=auto, or a checkpoint path")
 
-    e = cfg.eval
-    _range("eval.every", e.every, 0)
-    _range("eval.knn_k", e.knn_k, 1)
-    _range("eval.knn_t", e.knn_t, 0, lo_open=True)
-    _range("eval.knn_chunk", e.knn_chunk, 1)
-    _range("eval.knn_train_limit", e.knn_train_limit, 1)
-    _range("eval.probe_epochs", e.probe_epochs, 0)
-    _range("eval.probe_lr", e.probe_lr, 0, lo_open=True)
-    _range("eval.probe_batch_size", e.probe_batch_size, 1)
-    _range("eval.feature_batch_size", e.feature_batch_size, 1)
-
-
     s = cfg.scale
-    _range("scale.workers", s.workers, 0)
-    _range("scale.cpus_per_worker", s.cpus_per_worker, 0, lo_open=True)
-    _range("scale.gpus_per_worker", s.gpus_per_worker, 0, lo_open=True)
-    _choice("scale.placement_strategy", s.placement_strategy, ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
-    _range("scale.max_failures", s.max_failures, -1)
     if s.use_gpu and t.device == "cpu":
         raise ConfigError("scale.use_gpu: true contradicts train.device=cpu; allowed: use_gpu=false, or device auto/cuda")
 

@@ -22,6 +22,7 @@ Bad arguments, overrides, checkpoints or data fail before any work: one line on 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from typing import Any
 
 import torch
 
-from sslray.cli import ArgumentParser, fail, float_in, int_at_least
+from sslray.cli import ArgumentParser, add_knob_flags, fail, int_at_least
 from sslray.config import Config, ConfigError
 from sslray.distill.stages import Settings
 
@@ -44,36 +45,18 @@ MLFLOW_URI = ("models:/", "runs:/")
 def build_parser() -> ArgumentParser:
     from sslray.models import ENCODERS
 
-    positive = float_in(0, None, lo_open=True)
     p = ArgumentParser(prog="python -m sslray.distill",
                        description="SimCLRv2's semi-supervised fine-tuning and distillation of a pretrained encoder.")
     p.add_argument("teacher", help="checkpoint file, run directory, Ray checkpoint folder or MLflow URI "
                                     "(models:/NAME@best, runs:/RUN_ID)")
     p.add_argument("overrides", nargs="*",
                    help="key.sub=value overrides of the data and evaluation, e.g. data.root=DIR")
-    p.add_argument("--label-fraction", type=float_in(0, 1, lo_open=True), default=0.1,
-                   help="class-stratified fraction of the training split used with labels, in (0, 1] (default 0.1)")
+    p.add_argument("--recipe", help="a YAML of these settings (e.g. sslray/recipes/cifar10_simclrv2_distill.yaml); "
+                                    "a flag given here overrides its value")
     p.add_argument("--student-encoder", choices=ENCODERS, help="default: the teacher's encoder")
     p.add_argument("--student-width", type=int_at_least(1),
                    help="small_cnn students: base width (default: the teacher's)")
-    p.add_argument("--temperature", type=positive, default=1.0,
-                   help="softmax temperature of teacher and student while distilling (default 1, as SimCLRv2)")
-    p.add_argument("--alpha", type=float_in(0, 1), default=0.0,
-                   help="weight of the labelled cross-entropy while distilling, in [0, 1] (default 0: distillation "
-                        "only)")
-    p.add_argument("--finetune-epochs", type=int_at_least(1), default=30,
-                   help="epochs over the labelled images (default 30)")
-    p.add_argument("--distill-epochs", type=int_at_least(1), default=30,
-                   help="epochs over the training split (default 30)")
-    p.add_argument("--batch-size", type=int_at_least(2), default=256,
-                   help="images per step, both stages (default 256)")
-    p.add_argument("--optimizer", choices=["sgd", "lars"], default="sgd",
-                   help="with momentum 0.9, both stages (default sgd)")
-    p.add_argument("--finetune-lr", type=positive, default=0.08,
-                   help="cosine-decayed, no warm-up (default 0.08 = SimCLRv2's 0.005 x sqrt(batch) at batch 256)")
-    p.add_argument("--distill-lr", type=positive, default=0.1, help="cosine-decayed, no warm-up (default 0.1)")
-    p.add_argument("--weight-decay", type=float_in(0, None), default=1e-4,
-                   help="of the student (default 1e-4); fine-tuning uses none, as SimCLRv2")
+    add_knob_flags(p, Settings)  # one flag per setting: type, bounds and help from its declaration
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto | cpu | cuda")
     p.add_argument("--output", help="output folder, new or empty (default: runs/distill-<time>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
@@ -130,6 +113,17 @@ def check_tracking(args, output: Path) -> str:
     return uri
 
 
+def distill_settings(args) -> Settings:
+    """The settings: their declared defaults, then the --recipe file's, then the flags given."""
+    from sslray.config import load_knobs, read_yaml
+
+    values = {}
+    if args.recipe:
+        values = read_yaml(Path(args.recipe), "--recipe", "a mapping of distillation settings")
+    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)})
+    return load_knobs(Settings, values, f"--recipe {args.recipe}" if args.recipe else "settings")
+
+
 def student_config(cfg: Config, encoder: str | None, width: int | None) -> Config:
     """The teacher's config with the student's encoder (and width): what the student checkpoint records."""
 
@@ -151,6 +145,7 @@ def prepare(args) -> Plan:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device: cuda is not available on this machine; allowed: cpu, auto")
+    settings = distill_settings(args)  # first: a recipe is cheaper to judge than a teacher
     output = Path(args.output or f"runs/distill-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output(output)
     uri = check_tracking(args, output)
@@ -169,10 +164,6 @@ def prepare(args) -> Plan:
                                         "scale.workers": 0, "scale.use_gpu": False})
     check_same_model(saved, cfg)
     student_cfg = student_config(cfg, args.student_encoder, args.student_width)
-    settings = Settings(label_fraction=args.label_fraction, finetune_epochs=args.finetune_epochs,
-                        distill_epochs=args.distill_epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                        finetune_lr=args.finetune_lr, distill_lr=args.distill_lr, weight_decay=args.weight_decay,
-                        momentum=0.9, temperature=args.temperature, alpha=args.alpha)
     seed = cfg.train.seed
     train = data_mod.load_split(cfg.data, "train", seed=seed)
     test = data_mod.load_split(cfg.data, "test", seed=seed)

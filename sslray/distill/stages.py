@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslray.config import CropGroup, OptimConfig, ViewsConfig
+from sslray.config import CropGroup, OptimConfig, ViewsConfig, knob
 from sslray.distill.loss import distillation_loss
 from sslray.eval import extract_features, knn_accuracy, linear_probe
 from sslray.loop import Runtime, epoch_seed, shard_batches
@@ -50,19 +50,24 @@ def stream_seed(seed: int, stage: int, stream: int, epoch: int) -> int:
 
 @dataclass
 class Settings:
-    """What the command line decides (its defaults: sslray.distill.__main__)."""
+    """How a distillation trains: each setting declared once, here (default, bounds, doc). The
+    recipe ``sslray/recipes/cifar10_simclrv2_distill.yaml`` writes them out; ``python -m
+    sslray.distill`` takes a recipe (``--recipe``) and each setting as a flag (``--label-fraction``)."""
 
-    label_fraction: float
-    finetune_epochs: int
-    distill_epochs: int
-    batch_size: int
-    optimizer: str  # sgd | lars
-    finetune_lr: float
-    distill_lr: float
-    weight_decay: float  # distillation only
-    momentum: float
-    temperature: float
-    alpha: float  # weight of the labelled cross-entropy while distilling
+    label_fraction: float = knob(0.1, lo=0, hi=1, lo_open=True,
+                                 doc="class-stratified fraction of the training split used with labels")
+    finetune_epochs: int = knob(30, lo=1, unit="epochs", doc="epochs over the labelled images")
+    distill_epochs: int = knob(30, lo=1, unit="epochs", doc="epochs over the training split")
+    batch_size: int = knob(256, lo=2, unit="images", doc="images per step, both stages")
+    optimizer: str = knob("sgd", choices=("sgd", "lars"), doc="with momentum 0.9, both stages")
+    finetune_lr: float = knob(0.08, lo=0, lo_open=True,
+                              doc="cosine-decayed, no warm-up (SimCLRv2's 0.005 x sqrt(batch) at batch 256)")
+    distill_lr: float = knob(0.1, lo=0, lo_open=True, doc="cosine-decayed, no warm-up")
+    weight_decay: float = knob(1e-4, lo=0, doc="of the student; fine-tuning uses none, as SimCLRv2")
+    momentum: float = knob(0.9, lo=0, hi=1, hi_open=True, doc="of both stages' optimizer")
+    temperature: float = knob(1.0, lo=0, lo_open=True,
+                              doc="softmax temperature of teacher and student while distilling (1: SimCLRv2)")
+    alpha: float = knob(0.0, lo=0, hi=1, doc="weight of the labelled cross-entropy while distilling (0: distillation only)")
 
 
 class Diverged(RuntimeError):
