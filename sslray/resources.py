@@ -1,4 +1,7 @@
-"""Will the Ray cluster ever fit a run? Asked before the first trial or worker starts.
+"""Ray: where runs go and whether they will ever fit, decided before the first trial or worker starts.
+
+:func:`connect` is the one place sslray starts or joins Ray (``sslray.train``, ``sslray.tune``,
+``sslray.compare``, the benchmarks), with one rule for a local Ray's CPU count (:func:`local_cpus`).
 
 A Ray run that asks for resources no node has (a GPU on a CPU-only machine, more CPUs per worker
 than the largest node) waits for ever with no error (REFERENCE §9). :func:`check_cluster` turns
