@@ -80,7 +80,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(uri)
+        self.client = MlflowClient(uri)  # underneath; the rest of sslray uses the methods below
 
     # ------------------------------------------------------------------ experiments
     def experiment(self, name: str, folder: str | Path) -> str:
