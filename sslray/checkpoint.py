@@ -107,33 +107,15 @@ def resolve_checkpoint(source: str | Path) -> Path:
     ``file://…``; copied to a temporary folder), or an MLflow model URI (``models:/NAME@best``,
     ``models:/NAME/3``, ``runs:/RUN_ID/encoder``) logged by ``sslray.tune``, whose run holds the
     checkpoint as the artifact ``checkpoint/checkpoint.pt``."""
+    from sslray.tracking import TrackingError, checkpoint_file, is_model_uri
+
     text = str(source)
-    if not text.startswith(("models:/", "runs:/")):
+    if not is_model_uri(text):
         return _download(text) if "://" in text else Path(source)
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
-        run_id = _mlflow_run_id(text)
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/checkpoint.pt"))
-    except MlflowException as e:  # no such model, alias, run or artifact (or no tracking server)
-        raise not_a_checkpoint(text, f"MLflow cannot resolve it ({_one_line(e.message)})") from None
-
-
-def _mlflow_run_id(uri: str) -> str:
-    import mlflow
-
-    if uri.startswith("runs:/"):
-        return uri[len("runs:/"):].split("/")[0]
-    name_ver = uri[len("models:/"):]
-    if "@" not in name_ver and "/" not in name_ver:
-        raise not_a_checkpoint(uri, "a model URI needs a version or an alias")
-    client = mlflow.tracking.MlflowClient()
-    if "@" in name_ver:
-        name, alias = name_ver.split("@", 1)
-        return client.get_model_version_by_alias(name, alias).run_id
-    name, version = name_ver.split("/", 1)
-    return client.get_model_version(name, version).run_id
+        return checkpoint_file(text)
+    except TrackingError as e:  # no such model, alias, run or artifact (or no tracking server)
+        raise not_a_checkpoint(text, str(e)) from None
 
 
 def _one_line(text: str) -> str:

@@ -17,6 +17,11 @@ def _settings(*argv):
     return distill_settings(build_parser().parse_intermixed_args(["teacher.pt", *argv]))
 
 
+@pytest.mark.parametrize("path", sorted(RECIPE.parent.glob("*_distill.yaml")), ids=lambda p: p.name)
+def test_every_distillation_recipe_loads_and_validates(path):
+    assert isinstance(_settings("--recipe", str(path)), Settings)
+
+
 def test_the_recipe_writes_out_the_declared_defaults():
     assert dataclasses.asdict(_settings("--recipe", str(RECIPE))) == dataclasses.asdict(Settings())
     assert set(yaml.safe_load(RECIPE.read_text())) == {f.name for f in dataclasses.fields(Settings)}

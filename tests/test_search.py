@@ -144,7 +144,8 @@ def test_boolean_loss_switches_are_searched_as_choices_and_recorded_as_run(tmp_p
     that config -- what the trial runs -- has it."""
     from sslray.losses import build_loss
     from sslray.search.trainable import trial_config
-    from sslray.search.tracking import flatten, mlflow_param
+    from sslray.search.tracking import flatten
+    from sslray.tracking import mlflow_param
 
     path, doc = _space(tmp_path)
     doc["search"]["params"][f"loss.params.{switch}"] = {"dist": "choice", "values": [False, True]}

@@ -330,14 +330,14 @@ def test_an_experiment_made_before_the_kind_tag_gets_it_on_the_next_search(tmp_p
     a search that reuses an older experiment marks it as model training."""
     from mlflow.tracking import MlflowClient
 
-    from sslray.search.tracking import mlflow_experiment
+    from sslray.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     old = client.create_experiment("old", artifact_location=(tmp_path / "a").as_uri())
     assert "mlflow.experimentKind" not in client.get_experiment(old).tags
-    assert mlflow_experiment(client, "old", tmp_path, uri) == old
-    new = mlflow_experiment(client, "new", tmp_path, uri)
+    assert Tracker(uri).experiment("old", tmp_path) == old
+    new = Tracker(uri).experiment("new", tmp_path)
     for exp_id in (old, new):
         assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
 

@@ -13,9 +13,10 @@ import time
 from typing import Any
 
 from sslray.search.tracking import MLflowTrials
+from sslray.tracking import tags
 
 FINAL_DRIVER_CPUS = 0.1  # what a final's Tune trial holds while it sleeps on its Ray Train workers
-FINAL_TAG = "sslray.final"  # "<arm>/seed<seed>": a resumed comparison finds its runs by it
+FINAL_TAG = tags.FINAL  # "<arm>/seed<seed>": a resumed comparison finds its runs by it
 # the offline evaluation runs on the full test set, whatever subset the search scored on
 FULL_TEST = {"data.test_limit": None}
 
@@ -69,18 +70,15 @@ class FinalRuns(MLflowTrials):
 
         arm, seed = trial.config["arm"], trial.config["seed"]
         return (f"final-{arm}-seed{seed}", self.parent_run_id, load_config(self.configs[f"{arm}/{seed}"]),
-                {FINAL_TAG: f"{arm}/seed{seed}", "sslray.role": "final", "sslray.arm": arm})
+                {FINAL_TAG: f"{arm}/seed{seed}", tags.ROLE: "final", tags.ARM: arm})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if not result.get("final"):
             return super().on_trial_result(iteration, trials, trial, result, **info)
-        from mlflow.entities import Metric
-
-        ts, step = int(result.get("timestamp", 0) * 1000), int(result.get("epoch") or 0)
-        metrics = [Metric(k, float(result[k]), ts, step) for k in
-                   ("final_knn_top1", "final_probe_top1", "final_rankme", "train_s", "wall_s")
-                   if isinstance(result.get(k), (int, float))]
-        self.client.log_batch(self._run_id(trial), metrics=metrics)
+        metrics = {k: float(result[k]) for k in ("final_knn_top1", "final_probe_top1", "final_rankme", "train_s", "wall_s")
+                   if isinstance(result.get(k), (int, float))}
+        self.tracker.log_metrics(self._run_id(trial), metrics, step=int(result.get("epoch") or 0),
+                                 timestamp=result.get("timestamp", 0))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         done = bool((trial.last_result or {}).get("final"))

@@ -20,8 +20,8 @@ from typing import Any
 from sslray.compare.finals import FINAL_DRIVER_CPUS, FINAL_TAG, FinalRuns, FinalTrainable, final_config
 from sslray.config import ConfigError, load_config
 from sslray.search.space import SearchSpace
-from sslray.search.tracking import mlflow_param
 from sslray.stats import bootstrap_interval, compare_arms, mean_interval
+from sslray.tracking import Tracker, store_uri, tags, use_by_default
 
 METRICS = ("knn_top1", "probe_top1")
 
@@ -47,13 +47,8 @@ def check_arms(arms: dict[str, SearchSpace]) -> dict[str, int]:
 def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], spec: dict, resume: bool,
                 tracking_uri: str | None = None, address: str | None = None, num_cpus: float | None = None,
                 storage: str | None = None, finals_concurrent: int = 2) -> dict[str, Any]:
-    import os
-
-    import mlflow
-
     from sslray.resources import connect
     from sslray.search.run import ray_storage, run_search, search_exists
-    from sslray.search.tracking import mlflow_experiment
 
     t0 = time.time()
     scales = [load_config(s.base).scale for s in arms.values()]
@@ -62,20 +57,19 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "spec.json").write_text(json.dumps(spec, indent=2, default=str))
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp_dir / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.tracking.MlflowClient(tracking_uri)
-    exp_id = mlflow_experiment(client, exp_dir.name, exp_dir, tracking_uri)
-    parents = client.search_runs([exp_id], filter_string="tags.`sslray.role` = 'compare'")
+    tracking_uri = store_uri(tracking_uri, exp_dir)
+    use_by_default(tracking_uri)
+    tracker = Tracker(tracking_uri)
+    exp_id = tracker.experiment(exp_dir.name, exp_dir)
+    parents = tracker.find_runs([exp_id], tags={tags.ROLE: "compare"})
     if resume and parents:
-        parent_id = parents[0].info.run_id
-        client.update_run(parent_id, status="RUNNING")
+        parent_id = parents[0].id
+        tracker.reopen(parent_id)
     else:
-        parent_id = client.create_run(exp_id, run_name=f"compare-{exp_dir.name}", tags={
-            "sslray.role": "compare", "sslray.arms": ", ".join(arms)}).info.run_id
-        client.log_dict(parent_id, spec, "spec.json")
-        client.log_batch(parent_id, params=[mlflow_param("seeds", seeds), mlflow_param("arms", list(arms)),
-                                            *(mlflow_param(f"budget.{k}", v) for k, v in spec["budget"].items())])
+        parent_id = tracker.start_run(exp_id, f"compare-{exp_dir.name}", {tags.ROLE: "compare", tags.ARMS: ", ".join(arms)})
+        tracker.log_dict(parent_id, spec, "spec.json")
+        tracker.log_params(parent_id, {"seeds": seeds, "arms": list(arms),
+                                      **{f"budget.{k}": v for k, v in spec["budget"].items()}})
     result = {"kind": "compare", "name": exp_dir.name, "status": "running", "command": spec["command"],
               "budget": spec["budget"], "seeds": seeds, "metrics": list(METRICS), "arms": [],
               "differences": [], "mlflow_parent_run_id": parent_id, "machine": machine(), "versions": versions()}
@@ -92,13 +86,13 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
                                  tracking_uri=tracking_uri, storage=arms_storage, experiment=exp_dir.name,
                                  parent_run_id=parent_id)
             if summary["status"] != "finished":
-                return _stop(result, exp_dir, client, parent_id, summary.get("signal"), t0)
+                return _stop(result, exp_dir, tracker, parent_id, summary.get("signal"), t0)
         summary = json.loads(summary_file.read_text())
         if summary["best"] is None:  # every trial diverged or failed: recorded, and nothing to retrain
             result["error"] = f"arm {arm}: no trial of its search has a finite {space.metric} and a checkpoint"
             result.update(status="failed", wall_time_s=round(time.time() - t0, 1))
             _write(result, exp_dir)
-            client.set_terminated(parent_id, "FAILED")
+            tracker.end_run(parent_id, "FAILED")
             return result
         result["arms"].append(arm_record(arm, space, summary, spec["arms"][arm]))
     _write(result, exp_dir)
@@ -108,22 +102,22 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
     configs = {f"{a['name']}/{seed}": final_config(arms[a["name"]], a["best_params"], seed, str(exp_dir / "finals"),
                                                    a["name"]).to_dict()
                for a in result["arms"] for seed in seeds}
-    grid = run_finals(configs, list(arms), seeds, finals_root, resume, client, exp_id, parent_id, tracking_uri,
+    grid = run_finals(configs, list(arms), seeds, finals_root, resume, tracker, exp_id, parent_id, tracking_uri,
                       finals_concurrent)
     if grid is None:
-        return _stop(result, exp_dir, client, parent_id, 15, t0)
-    add_finals(result, grid, client, exp_id, parent_id)
+        return _stop(result, exp_dir, tracker, parent_id, 15, t0)
+    add_finals(result, grid, tracker, exp_id, parent_id)
     short = [a["name"] for a in result["arms"] if not a["summary"]]
     # fewer than 2 good finals in an arm: no interval, so no answer; --resume retrains the failed ones
     result["status"] = "failed" if short else "finished"
     if short:
         result["error"] = (f"arm(s) {', '.join(short)}: fewer than 2 finals trained and evaluated; the errors are "
-                           "in compare.json (arms[].finals[].error) and the MLflow runs tagged sslray.role=final")
+                           f"in compare.json (arms[].finals[].error) and the MLflow runs tagged {tags.ROLE}=final")
     result["wall_time_s"] = round(time.time() - t0, 1)
-    _log_answer(client, parent_id, result)
+    _log_answer(tracker, parent_id, result)
     _write(result, exp_dir)
-    client.log_dict(parent_id, result, "compare.json")
-    client.set_terminated(parent_id, "FAILED" if short else "FINISHED")
+    tracker.log_dict(parent_id, result, "compare.json")
+    tracker.end_run(parent_id, "FAILED" if short else "FINISHED")
     return result
 
 
@@ -138,7 +132,7 @@ def arm_record(arm: str, space: SearchSpace, summary: dict, space_file: str) -> 
             "collapse_rate": collapsed / max(1, summary["trials"]), "finals": []}
 
 
-def run_finals(configs, arms, seeds, root, resume, client, exp_id, parent_id, tracking_uri, concurrent):
+def run_finals(configs, arms, seeds, root, resume, tracker, exp_id, parent_id, tracking_uri, concurrent):
     """The (arm, seed) grid on Tune; None when it was interrupted (``--resume`` continues it)."""
     from ray import tune
 
@@ -165,10 +159,9 @@ def run_finals(configs, arms, seeds, root, resume, client, exp_id, parent_id, tr
     return grid
 
 
-def add_finals(result: dict, grid, client, exp_id: str, parent_id: str) -> None:
+def add_finals(result: dict, grid, tracker, exp_id: str, parent_id: str) -> None:
     """Each arm's per-seed finals, its interval per metric, and every pair's difference."""
-    runs = {r.data.tags.get(FINAL_TAG): r.info.run_id for r in client.search_runs(
-        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`sslray.role` = 'final'")}
+    runs = {r.tags.get(FINAL_TAG): r.id for r in tracker.find_runs([exp_id], parent=parent_id, tags={tags.ROLE: "final"})}
     by_arm = {a["name"]: a for a in result["arms"]}
     for r in grid:
         m, arm, seed = r.metrics or {}, r.config["arm"], r.config["seed"]
@@ -199,25 +192,22 @@ def add_finals(result: dict, grid, client, exp_id: str, parent_id: str) -> None:
                 result["differences"].append({"a": a["name"], "b": b["name"], "metric": metric, **d})
 
 
-def _log_answer(client, parent_id: str, result: dict) -> None:
-    from mlflow.entities import Metric
-
-    ts = int(time.time() * 1000)
-    metrics = []
+def _log_answer(tracker, parent_id: str, result: dict) -> None:
+    metrics = {}
     for a in result["arms"]:
         for metric, s in a["summary"].items():
-            metrics += [Metric(f"{a['name']}.{metric}.{k}", float(s[k]), ts, 0) for k in ("mean", "ci_low", "ci_high")]
-        metrics.append(Metric(f"{a['name']}.collapse_rate", float(a["collapse_rate"]), ts, 0))
+            metrics.update({f"{a['name']}.{metric}.{k}": float(s[k]) for k in ("mean", "ci_low", "ci_high")})
+        metrics[f"{a['name']}.collapse_rate"] = float(a["collapse_rate"])
     for d in result["differences"]:
-        metrics += [Metric(f"diff.{d['a']}-{d['b']}.{d['metric']}.{k}", float(d[k]), ts, 0)
-                    for k in ("diff", "ci_low", "ci_high", "welch_p", "permutation_p")]
-    client.log_batch(parent_id, metrics=metrics)
+        metrics.update({f"diff.{d['a']}-{d['b']}.{d['metric']}.{k}": float(d[k])
+                        for k in ("diff", "ci_low", "ci_high", "welch_p", "permutation_p")})
+    tracker.log_metrics(parent_id, metrics)
 
 
-def _stop(result: dict, exp_dir: Path, client, parent_id: str, signum: int | None, t0: float) -> dict:
+def _stop(result: dict, exp_dir: Path, tracker, parent_id: str, signum: int | None, t0: float) -> dict:
     result.update(status="interrupted", signal=signum, wall_time_s=round(time.time() - t0, 1))
     _write(result, exp_dir)
-    client.set_terminated(parent_id, "KILLED")
+    tracker.end_run(parent_id, "KILLED")
     return result
 
 

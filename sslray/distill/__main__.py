@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import sys
 import time
@@ -37,9 +36,9 @@ import torch
 from sslray.cli import ArgumentParser, add_knob_flags, fail, int_at_least
 from sslray.config import Config, ConfigError
 from sslray.distill.stages import Settings
+from sslray.tracking import env_uri, is_model_uri, quieten, sqlite_file, store_uri, tags, use_by_default
 
 OUTPUT_ALLOWED = "allowed: a new or empty folder"
-MLFLOW_URI = ("models:/", "runs:/")
 
 
 def build_parser() -> ArgumentParser:
@@ -93,10 +92,8 @@ def check_output(output: Path) -> None:
 
 def check_tracking(args, output: Path) -> str:
     """The run's tracking URI; a models:/ or runs:/ teacher needs an existing store to look in."""
-    from sslray.distill.tracking import sqlite_file, tracking_uri
-
-    given = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if args.teacher.startswith(MLFLOW_URI):
+    given = args.tracking_uri or env_uri()
+    if is_model_uri(args.teacher):
         if not given:
             raise ConfigError(f"--tracking-uri: required for the MLflow teacher {args.teacher}; allowed: the tracking "
                               "URI it was logged to, e.g. sqlite:///$PWD/experiments/NAME/mlflow.db")
@@ -104,7 +101,7 @@ def check_tracking(args, output: Path) -> str:
         if db is not None and not db.is_file():  # MLflow would create an empty store there
             raise ConfigError(f"--tracking-uri: {db} does not exist; allowed: the tracking URI {args.teacher} was "
                               "logged to")
-    uri = tracking_uri(args.tracking_uri, output)
+    uri = store_uri(args.tracking_uri, output)
     db = sqlite_file(uri)
     if db is not None and not db.parent.is_dir() and not db.parent.absolute() == output.absolute():
         where = "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI"
@@ -149,10 +146,8 @@ def prepare(args) -> Plan:
     output = Path(args.output or f"runs/distill-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output(output)
     uri = check_tracking(args, output)
-    if args.teacher.startswith(MLFLOW_URI):
-        import mlflow
-
-        mlflow.set_tracking_uri(args.tracking_uri or os.environ["MLFLOW_TRACKING_URI"])
+    if is_model_uri(args.teacher):
+        use_by_default(args.tracking_uri or env_uri())
     try:
         state = load_checkpoint(args.teacher)
         saved = saved_config(state, args.teacher)
@@ -240,7 +235,7 @@ def run(plan: Plan) -> dict[str, Any]:
     log = Log(plan.output / "log.txt")
     tracker = DistillRun(plan.tracking_uri, plan.experiment,
                          f"distill-{params['student_encoder']}-{s.label_fraction:g}",
-                         {"sslray.teacher": plan.source}, params)
+                         {tags.TEACHER: plan.source}, params)
     history: dict[str, list[dict]] = {"finetune": [], "distill": []}
     try:
         log(f"teacher {plan.source} ({cfg.loss.name}, {cfg.model.encoder}, epoch {plan.state['epoch']}) | fine-tune "
@@ -313,10 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = prepare(args)
     except (ConfigError, DataError) as e:  # CheckpointError is a ConfigError, already named "teacher"
         return fail(str(e))
-    import mlflow  # noqa: F401 -- configures its loggers on import: quieten them after
-
-    for name in ("mlflow", "alembic"):  # a new SQLite store announces its tables on stderr: not news here
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quieten()  # a new SQLite store announces its tables on stderr: not news here
     try:
         summary = run(plan)
     except Diverged as e:

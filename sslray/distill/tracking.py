@@ -21,55 +21,38 @@ to ``mlartifacts/`` next to the database file.
 from __future__ import annotations
 
 import math
-import os
-import time
 from pathlib import Path
 from typing import Any
 
-ROLE_TAG = "sslray.role"
+from sslray.tracking import Tracker, sqlite_file, tags
 
-
-def tracking_uri(given: str | None, output: Path) -> str:
-    return given or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(output).absolute() / 'mlflow.db'}"
-
-
-def sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, None for any other store."""
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+ROLE_TAG = tags.ROLE
 
 
 class DistillRun:
     """The run, created on construction; every call logs at once (a crash keeps what was logged)."""
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str], params: dict[str, Any]):
-        from mlflow.tracking import MlflowClient
-
-        from sslray.search.tracking import mlflow_experiment, mlflow_param
-
         self.uri = uri
-        self.client = MlflowClient(uri)
+        self.tracker = Tracker(uri)
         db = sqlite_file(uri)
         # artifacts beside a SQLite store (the search's layout), the server's default location otherwise
-        self.experiment_id = mlflow_experiment(self.client, experiment, db.parent if db else Path("."), uri)
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={ROLE_TAG: "distill", **tags})
-        self.run_id = run.info.run_id
-        self.client.log_batch(self.run_id, params=[mlflow_param(k, v) for k, v in params.items()])
+        self.experiment_id = self.tracker.experiment(experiment, db.parent if db else Path("."))
+        self.run_id = self.tracker.start_run(self.experiment_id, run_name, {ROLE_TAG: "distill", **tags})
+        self.tracker.log_params(self.run_id, params)
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, epoch) for k, v in metrics.items()
-                 if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self.tracker.log_metrics(self.run_id, {k: float(v) for k, v in metrics.items()
+                                               if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)},
+                                 step=epoch)
 
     def finish(self, metrics: dict[str, float], checkpoint: Path, config: dict, summary: dict, note: str) -> None:
         self.log_epoch(metrics, 0)
-        self.client.log_artifact(self.run_id, str(checkpoint), artifact_path="checkpoint")
-        self.client.log_dict(self.run_id, config, "config.json")
-        self.client.log_dict(self.run_id, summary, "summary.json")
-        self.client.set_tag(self.run_id, "mlflow.note.content", note)
-        self.client.set_terminated(self.run_id, "FINISHED")
+        self.tracker.log_file(self.run_id, checkpoint, "checkpoint")
+        self.tracker.log_dict(self.run_id, config, "config.json")
+        self.tracker.log_dict(self.run_id, summary, "summary.json")
+        self.tracker.set_note(self.run_id, note)
+        self.tracker.end_run(self.run_id, "FINISHED")
 
     def end(self, status: str) -> None:
-        self.client.set_terminated(self.run_id, status)
+        self.tracker.end_run(self.run_id, status)

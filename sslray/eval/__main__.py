@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_arguments(args.device, args.output)
         if args.tracking_uri:
-            import mlflow
+            from sslray.tracking import use_by_default
 
-            mlflow.set_tracking_uri(args.tracking_uri)
+            use_by_default(args.tracking_uri)
         result = evaluate_checkpoint(args.checkpoint, args.overrides, args.device)
     except CheckpointError as e:
         return fail(str(e.named("checkpoint")))

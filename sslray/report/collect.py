@@ -8,13 +8,13 @@ study in ``optuna.db`` (see :mod:`sslray.report.importance`).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sslray.config import ConfigError
+from sslray.tracking import Tracker, env_uri, tags
 
 # how a search's parent run status reads in a report
 STATUS = {"RUNNING": "running", "FINISHED": "finished", "KILLED": "interrupted", "FAILED": "failed",
@@ -114,7 +114,7 @@ def tracking_uri_for(folder: Path, given: str | None, fallback: str | None = Non
     compare = folder.absolute().parent.parent  # an arm of a comparison: <compare>/arms/<arm>
     if folder.absolute().parent.name == "arms" and (compare / "spec.json").is_file() and (compare / "mlflow.db").is_file():
         return f"sqlite:///{compare / 'mlflow.db'}"
-    uri = fallback or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = fallback or env_uri()
     if not uri:
         raise ConfigError(f"--tracking-uri: {folder} has no mlflow.db and none was given; allowed: the tracking URI "
                           "the search logged to (its --tracking-uri or $MLFLOW_TRACKING_URI)")
@@ -124,8 +124,6 @@ def tracking_uri_for(folder: Path, given: str | None, fallback: str | None = Non
 def load_search(folder: str | Path, tracking_uri: str | None = None, fallback_uri: str | None = None) -> Search:
     """Read a search folder (finished, interrupted or still running) and its MLflow records.
     ConfigError when it is not a search folder or its MLflow records cannot be found."""
-    from mlflow.tracking import MlflowClient
-
     folder = Path(folder).absolute()
     if not is_search(folder):
         raise ConfigError(f"EXPERIMENT: {folder} is not a search folder; allowed: a folder written by "
@@ -135,56 +133,47 @@ def load_search(folder: str | Path, tracking_uri: str | None = None, fallback_ur
     space = json.loads((folder / "space.json").read_text())
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else None
     uri = tracking_uri_for(folder, tracking_uri, fallback_uri)
-    client = MlflowClient(uri)
-    parent = _parent_run(client, folder.name, summary, uri)
-    return Search(folder=folder, name=folder.name, tracking_uri=uri, parent_run_id=parent.info.run_id, space=space,
-                  summary=summary, status=STATUS.get(parent.info.status, parent.info.status.lower()),
-                  space_file=parent.data.tags.get("sslray.space_file") or "not recorded (search_space.yaml in the "
+    tracker = Tracker(uri)
+    parent = _parent_run(tracker, folder.name, summary, uri)
+    return Search(folder=folder, name=folder.name, tracking_uri=uri, parent_run_id=parent.id, space=space,
+                  summary=summary, status=STATUS.get(parent.status, parent.status.lower()),
+                  space_file=parent.tags.get(tags.SPACE_FILE) or "not recorded (search_space.yaml in the "
                   "parent run's artifacts holds its text)",
-                  overrides=parent.data.tags.get("sslray.overrides", ""), started=parent.info.start_time / 1000,
-                  ended=parent.info.end_time / 1000 if parent.info.end_time and parent.info.status != "RUNNING" else None,
-                  trials=_trials(client, parent, space))
+                  overrides=parent.tags.get(tags.OVERRIDES, ""), started=parent.started,
+                  ended=parent.ended if parent.ended and parent.status != "RUNNING" else None,
+                  trials=_trials(tracker, parent, space))
 
 
-def _parent_run(client, name: str, summary: dict | None, uri: str):
-    from mlflow.exceptions import MlflowException
-
+def _parent_run(tracker: Tracker, name: str, summary: dict | None, uri: str):
     run_id = (summary or {}).get("mlflow_parent_run_id")
-    if run_id:
-        try:
-            return client.get_run(run_id)
-        except MlflowException:
-            pass  # summary from another store: look it up by name below
-    experiment = client.get_experiment_by_name(name)
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`sslray.role` = 'search'") \
-        if experiment else []
+    run = tracker.get_run(run_id) if run_id else None
+    if run is not None:
+        return run  # else a summary from another store: look it up by name below
+    experiment_id = tracker.experiment_id(name)
+    runs = tracker.find_runs([experiment_id], tags={tags.ROLE: "search"}) if experiment_id else []
     if not runs:  # an arm of a comparison logs into the comparison's experiment, tagged with its name
-        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                  filter_string=f"tags.`sslray.role` = 'search' and tags.`sslray.search` = '{name}'")
+        runs = tracker.find_runs(None, tags={tags.ROLE: "search", tags.SEARCH: name})
     if not runs:
         raise ConfigError(f"--tracking-uri: {uri} holds no search run of experiment {name!r}; allowed: the tracking "
                           "URI the search logged to")
     return runs[0]
 
 
-def _trials(client, parent, space: dict) -> list[Trial]:
-    from sslray.search.tracking import TRIAL_TAG
-
+def _trials(tracker: Tracker, parent, space: dict) -> list[Trial]:
     metric, better = space["metric"], max if space["mode"] == "max" else min
     specs = {p["path"]: p for p in space["params"]}
-    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = "
-                              f"'{parent.info.run_id}'", max_results=50000, order_by=["attributes.start_time ASC"])
+    runs = tracker.find_runs([parent.experiment_id], parent=parent.id, oldest_first=True)
     trials = []
     for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        searched = [k.strip() for k in tags.get("sslray.searched", "").split(",") if k.strip()] or list(specs)
-        curve = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric))
+        tagged, metrics = run.tags, run.metrics
+        searched = [k.strip() for k in tagged.get(tags.SEARCHED, "").split(",") if k.strip()] or list(specs)
+        curve = tracker.metric_history(run.id, metric)
         epoch = metrics.get("epoch")
-        outcome = tags.get("sslray.outcome") or UNENDED.get(run.info.status, "unknown")
+        outcome = tagged.get(tags.OUTCOME) or UNENDED.get(run.status, "unknown")
         trials.append(Trial(
-            trial_id=tags.get(TRIAL_TAG, ""), run_id=run.info.run_id,
-            params={k: typed(run.data.params[k], specs.get(k)) for k in searched if k in run.data.params},
-            outcome=outcome, reason=tags.get("sslray.stop_reason", ""),
+            trial_id=tagged.get(tags.TRIAL_ID, ""), run_id=run.id,
+            params={k: typed(run.params[k], specs.get(k)) for k in searched if k in run.params},
+            outcome=outcome, reason=tagged.get(tags.STOP_REASON, ""),
             epochs=int(epoch) if epoch is not None else None,
             best=better(v for _, v in curve) if curve else None, last=metrics.get(metric),
             rankme=metrics.get("rankme"), curve=curve))

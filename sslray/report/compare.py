@@ -78,12 +78,9 @@ def _log(uri: str | None, run_id: str | None, out: Path) -> str:
     if not uri or not run_id:
         return ("not logged to MLflow: " + ("compare.json names no parent run" if not run_id else
                                              "no mlflow.db in the folder and no --tracking-uri"))
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from sslray.tracking import Tracker
 
-    try:
-        MlflowClient(uri).get_run(run_id)
-    except MlflowException:
+    if Tracker(uri).get_run(run_id) is None:
         return f"not logged to MLflow: run {run_id} is not in {uri}"
     return log_report(uri, run_id, out)
 

@@ -74,13 +74,12 @@ def write_search_report(folder: str | Path, no_eval: bool = False, tracking_uri:
 
 def log_report(tracking_uri: str, run_id: str, out: Path) -> str:
     """Log the report folder as the run's artifacts ``report/``; a line saying what happened."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from sslray.tracking import Tracker, TrackingError
 
     try:
-        MlflowClient(tracking_uri).log_artifacts(run_id, str(out), artifact_path="report")
-    except (MlflowException, OSError) as e:  # the report on disk stands on its own
-        return f"not logged to MLflow run {run_id} ({' '.join(str(e).split())[:300]})"
+        Tracker(tracking_uri).log_folder(run_id, out, "report")
+    except TrackingError as e:  # the report on disk stands on its own
+        return f"not logged to MLflow run {run_id} ({str(e)[:300]})"
     return f"logged to MLflow run {run_id} as report/ ({tracking_uri})"
 
 

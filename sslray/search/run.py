@@ -20,10 +20,7 @@ node must reach it.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +31,7 @@ from ray.tune import Stopper
 from sslray.config import ConfigError, load_config
 from sslray.search.outcome import collapse_reason
 from sslray.search.space import SearchSpace
+from sslray.tracking import Tracker, log_model, set_up_logging, store_uri, tags, use_by_default
 
 
 class CollapseStopper(Stopper):
@@ -84,7 +82,7 @@ def run_search(space: SearchSpace, output: str, name: str, resume: bool = False,
     search's resolved space differs from the one it started with. It prints one line per
     trial-epoch and trial end (search.progress); Ray's and Tune's own messages go to
     ``<experiment>/ray.log``, and with ``verbose`` to the terminal as well."""
-    import mlflow  # noqa: F401  (imported first: each sets up its console logging on import)
+    set_up_logging()  # MLflow first: each sets up its console logging on import
     import optuna
     import ray.tune  # noqa: F401
 
@@ -105,7 +103,6 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
     Tune callbacks (benchmarks' timers)."""
     import os
 
-    import mlflow
     from ray import tune
 
     from sslray.data import DataError
@@ -117,7 +114,6 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
     from sslray.search.tracking import MLflowTrials
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # a diverged trial's last result has no score
-    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     t0 = time.time()
     exp_dir = Path(output).absolute() / name
     ray_root = ray_storage(output, name, storage)
@@ -141,24 +137,20 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
                 shutil.rmtree(exp_dir, ignore_errors=True)
             raise
     (exp_dir / "space.json").write_text(json.dumps(space.to_record(), indent=2, default=str))
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp_dir / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.tracking.MlflowClient(tracking_uri)
-    from sslray.search.tracking import mlflow_experiment
-
-    exp_id = mlflow_experiment(client, experiment or name, exp_dir, tracking_uri)
-    parents = client.search_runs([exp_id], filter_string=f"tags.`sslray.role` = 'search' and tags.`sslray.search` = '{name}'")
+    tracking_uri = store_uri(tracking_uri, exp_dir)
+    use_by_default(tracking_uri)
+    tracker = Tracker(tracking_uri)
+    exp_id = tracker.experiment(experiment or name, exp_dir)
+    parents = tracker.find_runs([exp_id], tags={tags.ROLE: "search", tags.SEARCH: name})
     if resume and parents:
-        parent_id = parents[0].info.run_id
-        client.update_run(parent_id, status="RUNNING")
+        parent_id = parents[0].id
+        tracker.reopen(parent_id)
     else:
-        nested = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
-        parent = client.create_run(exp_id, run_name=f"search-{name}", tags={
-            "sslray.role": "search", "sslray.search": name, "sslray.overrides": " ".join(space.overrides),
-            "sslray.space_file": str(Path(space.source).absolute()) if space.source else "", **nested})
-        parent_id = parent.info.run_id
-        client.log_text(parent_id, space.text, "search_space.yaml")
-        client.log_dict(parent_id, space.base, "base_config.json")
+        parent_id = tracker.start_run(exp_id, f"search-{name}", {
+            tags.ROLE: "search", tags.SEARCH: name, tags.OVERRIDES: " ".join(space.overrides),
+            tags.SPACE_FILE: str(Path(space.source).absolute()) if space.source else ""}, parent=parent_run_id)
+        tracker.log_text(parent_id, space.text, "search_space.yaml")
+        tracker.log_dict(parent_id, space.base, "base_config.json")
 
     trainable = tune.with_resources(make_trainable(space, f"{ray_root}/trials", trials_dir, scale.workers),
                                     trial_resources(base, trial_cpus))
@@ -184,11 +176,10 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
         results = None
     finally:
         interrupted.restore()
-    ended = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' "
-                                                       "and tags.`sslray.outcome` != ''")
+    ended = tracker.find_runs([exp_id], parent=parent_id, tagged=tags.OUTCOME)
     if results is None or len(ended) < space.num_trials:
-        return _interrupted(client, exp_id, parent_id, exp_dir, space, len(ended), interrupted.signal, time.time() - t0)
-    return _finish(space, results, exp_dir, ray_root, client, parent_id, registered_model, time.time() - t0)
+        return _interrupted(tracker, exp_id, parent_id, exp_dir, space, len(ended), interrupted.signal, time.time() - t0)
+    return _finish(space, results, exp_dir, ray_root, tracker, parent_id, registered_model, time.time() - t0)
 
 
 def check_resumable(exp_dir: Path, space: SearchSpace, resume: bool) -> None:
@@ -241,14 +232,12 @@ def close_orphans(exp_dir: Path, name: str) -> None:
         study.tell(t.number, state=TrialState.FAIL)
 
 
-def _interrupted(client, exp_id: str, parent_id: str, exp_dir: Path, space: SearchSpace, ended: int,
+def _interrupted(tracker, exp_id: str, parent_id: str, exp_dir: Path, space: SearchSpace, ended: int,
                  signum: int | None, wall_s: float) -> dict[str, Any]:
     """Mark the search and its unfinished trials KILLED in MLflow; ``--resume`` continues them."""
-    running = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' "
-                                                         "and attributes.status = 'RUNNING'")
-    for run in running:
-        client.set_terminated(run.info.run_id, "KILLED")
-    client.set_terminated(parent_id, "KILLED")
+    for run in tracker.find_runs([exp_id], parent=parent_id, status="RUNNING"):
+        tracker.end_run(run.id, "KILLED")
+    tracker.end_run(parent_id, "KILLED")
     summary = {"experiment": str(exp_dir), "status": "interrupted", "signal": signum, "trials": space.num_trials,
                "trials_ended": ended, "wall_time_s": round(wall_s, 1), "mlflow_parent_run_id": parent_id}
     (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -271,72 +260,56 @@ def search_exists(output: str, name: str, storage: str | None) -> bool:
     return fs.get_file_info(f"{path}/tune").type != pafs.FileType.NotFound
 
 
-def _finish(space, results, exp_dir: Path, ray_root: str, client, parent_id: str,
+def _finish(space, results, exp_dir: Path, ray_root: str, tracker, parent_id: str,
             registered_model: str | None, wall_s: float) -> dict[str, Any]:
     """Summary table, best trial, its encoder logged and registered in MLflow."""
     from sslray.checkpoint import storage_uri
     from sslray.search.tracking import TRIAL_TAG, search_description
 
     rows, outcomes = [], {}
-    children = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
-        [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")}
+    children = {r.tags.get(TRIAL_TAG): r for r in tracker.find_runs([tracker.get_run(parent_id).experiment_id],
+                                                                    parent=parent_id)}
     for r in results:
         m = r.metrics or {}
         trial_id = m.get("trial_id")  # Tune adds it to every result
         child = children.get(trial_id)
-        outcome = child.data.tags.get("sslray.outcome", "failed" if r.error else "unknown") if child else (
+        outcome = child.tags.get(tags.OUTCOME, "failed" if r.error else "unknown") if child else (
             "failed" if r.error else "unknown")
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         # a path inside the storage's filesystem: Ray Train's (in the result) or Tune's own (in-trial)
         ckpt = m.get("checkpoint_path") or (r.checkpoint.path if r.checkpoint else None)
         rows.append({"trial_id": trial_id, "outcome": outcome, "epochs": m.get("epoch"), space.metric: m.get(space.metric),
                      "params": r.config, "checkpoint": ckpt and storage_uri(ray_root, ckpt),
-                     "mlflow_run_id": child.info.run_id if child else None})
+                     "mlflow_run_id": child.id if child else None})
     ok = [row for row in rows if isinstance(row[space.metric], (int, float)) and row["checkpoint"]]
     best = (max if space.mode == "max" else min)(ok, key=lambda row: row[space.metric]) if ok else None
     summary = {"experiment": str(exp_dir), "status": "finished", "metric": space.metric, "mode": space.mode, "trials": len(rows),
                "outcomes": outcomes, "wall_time_s": round(wall_s, 1), "best": best, "table": rows,
                "mlflow_parent_run_id": parent_id}
     for outcome, n in outcomes.items():  # the parent run's columns in the runs table
-        client.log_metric(parent_id, f"trials_{outcome}", n)
-    client.set_tag(parent_id, "mlflow.note.content", search_description(space, rows, outcomes, best))  # the run page's top
+        tracker.log_metrics(parent_id, {f"trials_{outcome}": n})
+    tracker.set_note(parent_id, search_description(space, rows, outcomes, best))  # the run page's top
     if best is not None:
-        for k, v in best["params"].items():  # tags, not params: a resumed search may find a new best
-            client.set_tag(parent_id, f"best.{k}", str(v))
-        client.log_metric(parent_id, f"best_{space.metric}", float(best[space.metric]))
-        summary["best"]["model_uri"] = log_best_encoder(client, parent_id, best, registered_model)
-    client.log_dict(parent_id, summary, "summary.json")
+        # tags, not params: a resumed search may find a new best
+        tracker.set_tags(parent_id, {f"best.{k}": str(v) for k, v in best["params"].items()})
+        tracker.log_metrics(parent_id, {f"best_{space.metric}": float(best[space.metric])})
+        summary["best"]["model_uri"] = log_best_encoder(tracker, parent_id, best, registered_model)
+    tracker.log_dict(parent_id, summary, "summary.json")
     close_orphans(exp_dir, Path(exp_dir).name)
     for child in children.values():  # every trial Tune knows has ended: a run still RUNNING is an orphan
-        if child.info.status == "RUNNING":
-            client.set_tag(child.info.run_id, "sslray.outcome", "failed")
-            client.set_tag(child.info.run_id, "sslray.stop_reason", ORPHANED)
-            client.set_terminated(child.info.run_id, "KILLED")
-    client.set_terminated(parent_id, "FINISHED")
+        if child.status == "RUNNING":
+            tracker.set_tags(child.id, {tags.OUTCOME: "failed", tags.STOP_REASON: ORPHANED})
+            tracker.end_run(child.id, "KILLED")
+    tracker.end_run(parent_id, "FINISHED")
     (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
-def log_best_encoder(client, parent_id: str, best: dict, registered_model: str | None) -> str:
+def log_best_encoder(tracker, parent_id: str, best: dict, registered_model: str | None) -> str:
     """The best trial's encoder as an MLflow PyTorch model (pickled module: loads back as the class)."""
-    import mlflow
-    import mlflow.pytorch
-
     from sslray.checkpoint import RAY_CKPT_FILE, load_encoder, resolve_checkpoint
 
     ckpt = resolve_checkpoint(best["checkpoint"])  # copied from storage when it is a URI
     ckpt = ckpt / RAY_CKPT_FILE if ckpt.is_dir() else ckpt
     encoder = load_encoder(ckpt)
-    said = io.StringIO()  # MLflow prints "Successfully registered model ..." itself: into its log instead
-    with mlflow.start_run(run_id=best["mlflow_run_id"] or parent_id), contextlib.redirect_stderr(said):
-        info = mlflow.pytorch.log_model(encoder, name="encoder", serialization_format="pickle",
-                                        registered_model_name=registered_model)
-        mlflow.log_artifact(str(ckpt), artifact_path="checkpoint")
-    if said.getvalue().strip():
-        logging.getLogger("mlflow").info(said.getvalue().strip())
-    if registered_model:
-        versions = client.search_model_versions(f"name='{registered_model}'")
-        latest = max(versions, key=lambda v: int(v.version))
-        client.set_registered_model_alias(registered_model, "best", latest.version)
-        return f"models:/{registered_model}@best"
-    return info.model_uri
+    return log_model(tracker, best["mlflow_run_id"] or parent_id, encoder, "encoder", ckpt, registered_model, "best")

@@ -9,14 +9,14 @@ search finds and continues them instead of creating duplicates.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from sslray.search.outcome import trial_outcome
+from sslray.tracking import Tracker, tags
 
-TRIAL_TAG = "sslray.trial_id"
+TRIAL_TAG = tags.TRIAL_ID
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -44,27 +44,23 @@ class MLflowTrials(Callback):
         self.last_epoch: dict[str, int] = {}
 
     @property
-    def client(self):
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(self.tracking_uri)
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri)
 
     def _run_id(self, trial) -> str:
         if trial.trial_id in self.run_ids:
             return self.run_ids[trial.trial_id]
-        client = self.client
-        found = client.search_runs([self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'")
+        tracker = self.tracker
+        found = tracker.find_runs([self.experiment_id], tags={TRIAL_TAG: trial.trial_id})
         if found:  # resumed search: continue the trial's run
-            run_id = found[0].info.run_id
-            self.last_epoch[trial.trial_id] = int(found[0].data.metrics.get("epoch", 0))
-            if found[0].info.status == "KILLED":  # interrupted with the search; running again
-                client.update_run(run_id, status="RUNNING")
+            run_id = found[0].id
+            self.last_epoch[trial.trial_id] = int(found[0].metrics.get("epoch", 0))
+            if found[0].status == "KILLED":  # interrupted with the search; running again
+                tracker.reopen(run_id)
         else:
-            run_name, parent, config, tags = self.record(trial)
-            run = client.create_run(self.experiment_id, run_name=run_name,
-                                    tags={"mlflow.parentRunId": parent, TRIAL_TAG: trial.trial_id, **tags})
-            run_id = run.info.run_id
-            client.log_batch(run_id, params=[mlflow_param(k, v) for k, v in flatten(config.to_dict()).items()])
+            run_name, parent, config, extra = self.record(trial)
+            run_id = tracker.start_run(self.experiment_id, run_name, {TRIAL_TAG: trial.trial_id, **extra}, parent=parent)
+            tracker.log_params(run_id, flatten(config.to_dict()))
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -74,35 +70,31 @@ class MLflowTrials(Callback):
 
         # exactly the config the trial runs: resolved space + sampled values + the search's settings
         config = trial_config(self.space, trial.config, self.trials_dir, trial.trial_id)
-        return f"trial-{trial.trial_id}", self.parent_run_id, config, {"sslray.searched": ", ".join(trial.config)}
+        return f"trial-{trial.trial_id}", self.parent_run_id, config, {tags.SEARCHED: ", ".join(trial.config)}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._run_id(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
-
         epoch = int(result.get("epoch", 0))
         if epoch <= self.last_epoch.get(trial.trial_id, 0):
             return  # already logged (a resumed trial replays nothing twice)
         self.last_epoch[trial.trial_id] = epoch
-        ts = int(result.get("timestamp", 0) * 1000)
-        metrics = [Metric(k, float(v), ts, epoch) for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and (k in _LOGGED or k.startswith("loss"))]
-        metrics = [m for m in metrics if math.isfinite(m.value)]
+        metrics = {k: float(v) for k, v in result.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and (k in _LOGGED or k.startswith("loss"))}
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         if metrics:
-            self.client.log_batch(self._run_id(trial), metrics=metrics)
+            self.tracker.log_metrics(self._run_id(trial), metrics, step=epoch, timestamp=result.get("timestamp", 0))
         ckpt = result.get("checkpoint_path") or (  # Ray Train's, or Tune's own of an in-trial loop
             result.get("checkpoint_dir_name") and f"{trial.path}/{result['checkpoint_dir_name']}")
         if ckpt:
-            self.client.set_tag(self._run_id(trial), "sslray.checkpoint", ckpt)
+            self.tracker.set_tags(self._run_id(trial), {tags.CHECKPOINT: ckpt})
 
     def _end(self, trial, status: str, reason: str) -> None:
         run_id = self._run_id(trial)
-        client = self.client
-        client.set_tag(run_id, "sslray.outcome", status)
-        client.set_tag(run_id, "sslray.stop_reason", reason)
-        client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+        tracker = self.tracker
+        tracker.set_tags(run_id, {tags.OUTCOME: status, tags.STOP_REASON: reason})
+        tracker.end_run(run_id, "FAILED" if status == "failed" else "FINISHED")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end(trial, *trial_outcome(self.space, trial.last_result))
@@ -114,28 +106,6 @@ class MLflowTrials(Callback):
 
 _LOGGED = {"epoch", "lr", "img_per_s", "epoch_time_s", "eval_time_s", "knn_top1", "probe_top1", "probe_loss", "rankme",
            "rankme_rep", "emb_std", "emb_std_ratio"}
-
-
-def mlflow_param(key: str, value: Any):
-    from mlflow.entities import Param
-
-    return Param(key, str(value)[:6000])
-
-
-def mlflow_experiment(client, name: str, exp_dir: Path, tracking_uri: str) -> str:
-    """The MLflow experiment's id, created if missing (artifacts next to a SQLite store), marked as
-    model training: MLflow 3's UI otherwise opens an experiment on its (empty) GenAI traces view."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment:
-        if KIND_TAG not in experiment.tags:  # created by an older sslray or by hand
-            client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
-        return experiment.experiment_id
-    return client.create_experiment(
-        name, artifact_location=(exp_dir / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite") else None,
-        tags={KIND_TAG: TRAINING_KIND})
-
-
-KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"  # values: the MLflow 3.17 UI's enum
 
 
 OUTCOME_WORDS = {"asha": "stopped by ASHA"}
