@@ -104,7 +104,7 @@ def test_architecture_includes_the_methods_own_shapes():
     """A resume or an evaluation must keep what sizes the method's state dict: its name and, for
     BYOL, the predictor's width (else load_state_dict fails after the data is read)."""
     from sslray.config import load_config
-    from sslray.models import architecture
+    from sslray.checkpoint import architecture
 
     byol = architecture(load_config(None, ["loss.name=byol", "loss.params.pred_hidden=512"]))
     assert byol["loss.name"] == "byol" and byol["loss.params.pred_hidden"] == 512

@@ -85,13 +85,13 @@ def check_same_model(saved, cfg) -> None:
     """Overrides may change the evaluation (data, eval.*, views), not the model the checkpoint's
     weights belong to: that would fail in load_state_dict after the data is read."""
     from sslray.config import ConfigError
-    from sslray.models import architecture
+    from sslray.checkpoint import incompatibility
 
-    was, now = architecture(saved), architecture(cfg)
-    for name, value in was.items():
-        if now.get(name) != value:
-            raise ConfigError(f"{name}: {now.get(name)} differs from the checkpoint's {value}; allowed: overrides "
-                              f"that keep the checkpoint's model ({name}={value})")
+    differs = incompatibility(saved, cfg)
+    if differs:
+        name, value, now = differs
+        raise ConfigError(f"{name}: {now} differs from the checkpoint's {value}; allowed: overrides "
+                          f"that keep the checkpoint's model ({name}={value})")
 
 
 def check_arguments(device: str, output: str | None) -> None:
