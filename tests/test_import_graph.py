@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("loop", ("sslray.loop", "sslray.optim", "sslray.parallel", "sslray.checkpoint", "sslray.rundir",
               "sslray.resources", "sslray.ray_train")),
     # evaluating and distilling a trained checkpoint
-    ("eval", ("sslray.distill",)),
+    ("eval", ("sslray.eval.offline", "sslray.distill")),
     ("search/compare", ("sslray.search", "sslray.compare")),
     # experiment tracking, reports, the command modules (and the package's own load_encoder)
     ("tracking/report/commands", ("sslray.tracking", "sslray.distill.tracking", "sslray.report", "sslray.train",

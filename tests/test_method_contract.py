@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 NAMES = list(METHODS)
 B, DIM = 16, 16  # batch, embedding width (projector 32-16)
 TINY = {"moco": {"queue_size": 64.0}, "swav": {"num_prototypes": 10.0, "queue_size": 16.0, "epoch_queue_starts": 0.0},
-        "wmse": {"w_size": 8.0}}
+        "wmse": {"w_size": 8.0}, "byol": {"pred_hidden": 8.0}, "simsiam": {"pred_hidden": 8.0}}
 PROJECTOR = {"wmse": "32-4"}  # W-MSE whitens sub-batches of w_size rows: wider than the embedding
 
 
