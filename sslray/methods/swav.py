@@ -42,8 +42,8 @@ images' embeddings, ``queue_length / world`` rows, in a separate file per rank);
 rank 0's ``state_dict`` would then lose every other rank's queue. Here the queue is *replicated*:
 the buffer ``queue`` [2, queue_size, D] holds the normalised embeddings z_0, z_1 of the global
 crops of the last ``queue_size`` images of the *global* batch -- gathered from every rank (no
-gradient) in ``forward``, written in rank order in :meth:`after_step` as a ring buffer
-(:mod:`sslray.methods.ring`; ``queue_ptr``, ``queue_rows`` = rows filled so far) -- so it is identical on every rank, equal to
+gradient) in ``forward``, written in rank order in :meth:`after_step` as a ring buffer (:mod:`sslray.methods.ring`)
+(``queue_ptr``, ``queue_rows`` = rows filled so far) -- so it is identical on every rank, equal to
 one process's queue on the combined batch, and rank 0's checkpoint restores every rank's (even
 under another world size). Sinkhorn only needs each queue row as *one* column somewhere: rank r
 adds rows [r L / W, (r+1) L / W) of the queue (scored with today's prototypes), the column sums
