@@ -209,6 +209,50 @@ def saved_config(state: dict[str, Any], path: str | Path):
         raise CheckpointError(f"{path}: its saved config does not load in this sslray: {e}") from None
 
 
+def architecture(cfg) -> dict[str, object]:
+    """The settings of a :class:`sslray.config.Config` that shape the method's weights and state:
+    two configs with the same architecture load each other's state dicts (the probe aside: its
+    width is the dataset's class count)."""
+    from sslray.methods import METHODS, method_params
+    from sslray.models import projector_dims, resolve_stem
+
+    m = cfg.model
+    stem = resolve_stem(m.encoder, m.stem, cfg.views.size)
+    shape = {"model.encoder": m.encoder}
+    if stem is None:
+        shape["model.width"] = m.width  # only SmallCNN has a width setting
+    else:
+        shape["model.stem"] = stem  # auto resolved: the same auto at another views.size may differ
+    shape["model.projector"] = "-".join(map(str, projector_dims(m.projector)))
+    # the method owns more weights and state (a predictor, a target network, a queue): its name and
+    # the parameters that size them (declared in its parameter table) shape the state dict too
+    shape["loss.name"] = cfg.loss.name
+    defaults = method_params(cfg.loss.name)
+    for k in METHODS[cfg.loss.name].shape_params:
+        shape[f"loss.params.{k}"] = cfg.loss.params.get(k, defaults[k])
+    return shape
+
+
+def incompatibility(saved, cfg, also: tuple[str, ...] = ()) -> tuple[str, object, object] | None:
+    """The first setting in which ``cfg`` cannot take the weights of a checkpoint trained with
+    ``saved`` -- ``(name, saved value, cfg's value)`` -- or None when it can: a setting of
+    :func:`architecture`, then the dotted config fields ``also`` (a resume adds ``optim.name``:
+    the optimizer state must fit too)."""
+    was = {**architecture(saved), **{k: _field(saved, k) for k in also}}
+    now = {**architecture(cfg), **{k: _field(cfg, k) for k in also}}
+    for name, value in was.items():
+        if now.get(name) != value:
+            return name, value, now.get(name)
+    return None
+
+
+def _field(cfg, dotted: str) -> object:
+    value = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
     return Path(ckpt_dir) / f"epoch_{epoch:04d}.pt"
 
@@ -262,10 +306,8 @@ def method_state(checkpoint: dict) -> dict:
 def check_same_model(saved, cfg) -> None:
     """Overrides may change the evaluation (data, eval.*, views), not the model the checkpoint's
     weights belong to: that would fail in load_state_dict after the data is read."""
-    from sslray.models import architecture
-
-    was, now = architecture(saved), architecture(cfg)
-    for name, value in was.items():
-        if now.get(name) != value:
-            raise ConfigError(f"{name}: {now.get(name)} differs from the checkpoint's {value}; allowed: overrides "
-                              f"that keep the checkpoint's model ({name}={value})")
+    differs = incompatibility(saved, cfg)
+    if differs:
+        name, value, now = differs
+        raise ConfigError(f"{name}: {now} differs from the checkpoint's {value}; allowed: overrides "
+                          f"that keep the checkpoint's model ({name}={value})")

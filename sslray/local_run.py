@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from sslray.checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                               save_checkpoint, saved_config)
+from sslray.checkpoint import (CheckpointError, checkpoint_path, incompatibility, latest_checkpoint, load_checkpoint,
+                               prune_checkpoints, save_checkpoint, saved_config)
 from sslray.config import Config, ConfigError
 from sslray.rundir import RunDir
 
@@ -79,19 +79,16 @@ def _latest_ray_checkpoint(cfg: Config) -> Path | None:
 def check_resumable(state: dict, cfg: Config, source: Path | str) -> None:
     """A checkpoint resumes a run only with the model, loss and optimizer it was trained with:
     otherwise loading its weights or optimizer state fails deep in the loop."""
-    from sslray.models import architecture
-
     missing = [k for k in ("optimizer", "probe_optimizer", "metrics") if k not in state]
     if missing:
         raise CheckpointError(f"{source}: holds no training state ({', '.join(missing)}); allowed: {RESUMABLE} "
                               "written by sslray.train")
     saved = saved_config(state, source)
-    was = {**architecture(saved), "optim.name": saved.optim.name}
-    now = {**architecture(cfg), "optim.name": cfg.optim.name}
-    for name, value in was.items():
-        if now.get(name) != value:
-            raise CheckpointError(f"{source} was trained with {name}={value}; this config has {now.get(name)}; "
-                                  f"allowed: {RESUMABLE}")
+    differs = incompatibility(saved, cfg, also=("optim.name",))
+    if differs:
+        name, value, now = differs
+        raise CheckpointError(f"{source} was trained with {name}={value}; this config has {now}; "
+                              f"allowed: {RESUMABLE}")
 
 
 def check_device(cfg: Config) -> None:

@@ -108,29 +108,6 @@ def _every_step_gets_two(size: int, steps: list[bool]) -> bool:
     return True
 
 
-def architecture(cfg) -> dict[str, object]:
-    """The settings of a :class:`sslray.config.Config` that shape the method's weights and state:
-    two configs with the same architecture load each other's state dicts (the probe aside: its
-    width is the dataset's class count)."""
-    m = cfg.model
-    stem = resolve_stem(m.encoder, m.stem, cfg.views.size)
-    shape = {"model.encoder": m.encoder}
-    if stem is None:
-        shape["model.width"] = m.width  # only SmallCNN has a width setting
-    else:
-        shape["model.stem"] = stem  # auto resolved: the same auto at another views.size may differ
-    shape["model.projector"] = "-".join(map(str, projector_dims(m.projector)))
-    # the method owns more weights and state (a predictor, a target network, a queue): its name and
-    # the parameters that size them shape the state dict too
-    from sslray.methods import METHODS, method_params
-
-    shape["loss.name"] = cfg.loss.name
-    defaults = method_params(cfg.loss.name)
-    for k in METHODS[cfg.loss.name].shape_params:
-        shape[f"loss.params.{k}"] = cfg.loss.params.get(k, defaults[k])
-    return shape
-
-
 def build_encoder(name: str, stem: str = "auto", image_size: int = 32, width: int = 32) -> nn.Module:
     """An encoder with attribute ``out_dim`` (the representation width)."""
     kind = resolve_stem(name, stem, image_size)

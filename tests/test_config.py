@@ -181,7 +181,7 @@ def test_local_paths_become_absolute_uris_and_auto_do_not(tmp_path, monkeypatch)
 ])
 def test_build_loss_errors_say_what_is_allowed(name, params, dim):
     """validate() reports them as ``loss.params: <message>``: the message carries the allowed part."""
-    from sslray.losses import build_loss
+    from sslray.methods import build_loss
 
     with pytest.raises(ValueError) as err:
         build_loss(name, params, dim=dim)

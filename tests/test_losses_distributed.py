@@ -11,7 +11,7 @@ from conftest import run_gloo_workers
 import torch
 import torch.distributed as dist
 
-from sslray.losses import LOSSES, build_loss
+from sslray.methods import build_loss, loss_methods
 from sslray.losses.barlow import batch_standardise, off_diagonal, on_diagonal
 from sslray.losses.distributed import gather
 
@@ -19,7 +19,7 @@ N, D_IN, D = 16, 12, 8
 PARAMS = {"tico": {"beta": 0.5}, "vicreg_tico": {"beta": 0.5, "nu": 0.3}}
 # case -> (loss, params): every loss, and each of VICReg-TiCo's switches (two steps: C's EMA from a
 # non-zero C, bias_correction at t = 2)
-CASES = {name: (name, PARAMS.get(name, {})) for name in LOSSES}
+CASES = {name: (name, PARAMS.get(name, {})) for name in loss_methods()}
 CASES.update({f"vicreg_tico-{s}": ("vicreg_tico", {**PARAMS["vicreg_tico"], s: True})
               for s in ("center", "offdiag", "symmetric", "bias_correction")})
 CASES["vicreg_tico-all"] = ("vicreg_tico", {**PARAMS["vicreg_tico"], "center": True, "offdiag": True,

@@ -103,10 +103,13 @@ def test_queue_is_a_ring_buffer():
     torch.manual_seed(0)
     model = build_method(_cfg({"queue_size": 5.0}), 10).double()
     rows = torch.arange(1, 9, dtype=torch.float64)[:, None].expand(8, 16)
-    model._enqueue(rows[:3])  # 1 2 3 . .
-    model._enqueue(rows[3:6])  # 5 6 3 4 4 -> ptr 1
+    from sslray.methods.ring import ring_write
+
+    ring_write(model.queue, model.queue_ptr, rows[:3])  # 1 2 3 . .
+    ring_write(model.queue, model.queue_ptr, rows[3:6])  # 5 6 3 4 4 -> ptr 1
     assert model.queue[:, 0].tolist()[:4] == [6, 2, 3, 4] and model.queue[4, 0] == 5 and int(model.queue_ptr) == 1
-    model._enqueue(rows)  # 8 keys into 5 rows from ptr 1 (rows 1 2 3 4 0 1 2 3): the last 5 (4..8) survive
+    # 8 keys into 5 rows from ptr 1 (rows 1 2 3 4 0 1 2 3): the last 5 (4..8) survive
+    ring_write(model.queue, model.queue_ptr, rows)
     assert int(model.queue_ptr) == (1 + 8) % 5
     assert model.queue[:, 0].tolist() == [5, 6, 7, 8, 4]
 

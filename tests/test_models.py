@@ -36,9 +36,9 @@ def test_projector_spec():
 
 
 def test_a_method_separates_representation_and_embedding():
-    from sslray.methods.vicreg import VICReg
+    from sslray.methods import METHODS
 
-    m = VICReg(build_encoder("small_cnn", width=4), "16-8", num_classes=10)
+    m = METHODS["vicreg"](build_encoder("small_cnn", width=4), "16-8", num_classes=10)
     out = m([torch.randn(5, 3, 32, 32), torch.randn(5, 3, 32, 32)])
     assert out.rep.shape == (5, 32) and set(out.terms) == {"inv", "var", "cov"}
     assert m.probe.in_features == 32 and m.probe.out_features == 10 and m.projector.out_dim == 8
@@ -104,7 +104,7 @@ def test_architecture_includes_the_methods_own_shapes():
     """A resume or an evaluation must keep what sizes the method's state dict: its name and, for
     BYOL, the predictor's width (else load_state_dict fails after the data is read)."""
     from sslray.config import load_config
-    from sslray.models import architecture
+    from sslray.checkpoint import architecture
 
     byol = architecture(load_config(None, ["loss.name=byol", "loss.params.pred_hidden=512"]))
     assert byol["loss.name"] == "byol" and byol["loss.params.pred_hidden"] == 512

@@ -142,7 +142,7 @@ def test_boolean_loss_switches_are_searched_as_choices_and_recorded_as_run(tmp_p
     """{dist: choice, values: [false, true]} under loss.params.<switch>: the file loads, each trial's
     config holds the boolean, the MLflow record (flattened config) shows it, and the loss built from
     that config -- what the trial runs -- has it."""
-    from sslray.losses import build_loss
+    from sslray.methods import build_loss
     from sslray.search.trainable import trial_config
     from sslray.search.tracking import flatten
     from sslray.tracking import mlflow_param

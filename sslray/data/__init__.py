@@ -11,28 +11,10 @@ reported by row / path in one :class:`DataError`, never as a crash deep in a wor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
-
-class DataError(ValueError):
-    """Bad or missing data: the message names the file and the offending rows / paths."""
-
-
-@dataclass
-class ImageData:
-    images: torch.Tensor  # uint8 [N, 3, H, W]
-    labels: torch.Tensor  # int64 [N]
-    classes: list[str]
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
+from sslray.data.base import DataError, ImageData
+from sslray.data.sources import check_available, load_split
+from sslray.data.subset import stratified_subset
 
 SOURCES: tuple[str, ...] = ("cifar10", "cifar100", "stl10", "imagefolder", "parquet", "synthetic")
-
-from sslray.data.sources import check_available, load_split  # noqa: E402
-from sslray.data.subset import stratified_subset  # noqa: E402
 
 __all__ = ["DataError", "ImageData", "SOURCES", "check_available", "load_split", "stratified_subset"]

@@ -12,7 +12,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from PIL import Image
 
-from sslray.data import DataError
+from sslray.data.base import DataError
 
 _MAX_LISTED = 10
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sslray.data import DataError, ImageData
+from sslray.data.base import DataError, ImageData
 from sslray.data.decode import check_labels, decode_images, read_parquet
 from sslray.data.subset import stratified_subset
 from sslray.data.synthetic import synthetic_split

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sslray.data import ImageData
+from sslray.data.base import ImageData
 
 FAMILIES = 10
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sslray.losses import LossOutput, check_pair, check_range
+from sslray.losses.base import LossOutput, check_pair
 from sslray.losses.distributed import gather
+from sslray.losses.params import Param, resolve
 from sslray.losses.vicreg import off_diagonal_sq
+
+PARAMS = {"lambda_bt": Param(5e-3, lo=0.0)}
 
 
 def batch_standardise(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -50,12 +53,13 @@ def off_diagonal(c: torch.Tensor) -> torch.Tensor:
 
 
 class BarlowTwinsLoss(nn.Module):
-    """Barlow Twins; see the module docstring. lambda_bt >= 0."""
+    """Barlow Twins; see the module docstring. ``PARAMS``: lambda_bt >= 0."""
 
-    def __init__(self, *, lambda_bt: float = 5e-3):
+    PARAMS = PARAMS
+
+    def __init__(self, **params: float):
         super().__init__()
-        check_range("lambda_bt", lambda_bt, 0.0)
-        self.lambda_bt = lambda_bt
+        self.lambda_bt = resolve("BarlowTwinsLoss", PARAMS, params)["lambda_bt"]
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
         check_pair(z1, z2)

@@ -13,8 +13,7 @@ SimSiam (Chen & He, CVPR 2021, https://arxiv.org/abs/2011.10566, eq. 1 with stop
 Both functions take [n, D] floating tensors and detach ``z`` themselves: the stop-gradient is part
 of the formula, so no gradient ever reaches z (BYOL's target network, SimSiam's other branch) even
 if the caller passes a tensor with a graph. Neither has parameters; the symmetrisation over the
-two views is the method's (:mod:`sslray.methods.byol`, :mod:`sslray.methods.simsiam`). They are
-not in :data:`sslray.losses.LOSSES` (that registry holds two-view loss modules).
+two views is the method's (:mod:`sslray.methods.byol`, :mod:`sslray.methods.simsiam`).
 """
 from __future__ import annotations
 

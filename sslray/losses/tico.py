@@ -38,8 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslray.losses import LossOutput, check_pair, check_range
+from sslray.losses.base import LossOutput, check_pair
 from sslray.losses.distributed import all_reduce_sum_nograd
+from sslray.losses.params import Param, check_range, resolve
+
+PARAMS = {"beta": Param(0.9, lo=0.0, hi=1.0, hi_open=True), "rho": Param(8.0, lo=0.0)}
 
 
 def alignment(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -87,14 +90,15 @@ def covariance_contrast(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 class TiCoLoss(nn.Module):
-    """TiCo; see the module docstring. beta in [0, 1), rho >= 0, dim = the embedding width."""
+    """TiCo; see the module docstring. ``PARAMS``: beta in [0, 1), rho >= 0; dim = the embedding width."""
 
-    def __init__(self, *, beta: float = 0.9, rho: float = 8.0, dim: int):
+    PARAMS = PARAMS
+
+    def __init__(self, *, dim: int, **params: float):
         super().__init__()
-        check_range("beta", beta, 0.0, 1.0, hi_open=True)
-        check_range("rho", rho, 0.0)
+        p = resolve("TiCoLoss", PARAMS, params, dim)
         check_range("dim", dim, 1)
-        self.beta, self.rho, self.dim = beta, rho, int(dim)
+        self.beta, self.rho, self.dim = p["beta"], p["rho"], int(dim)
         self.register_buffer("C", torch.zeros(self.dim, self.dim))
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:

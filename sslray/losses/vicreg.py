@@ -33,8 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslray.losses import LossOutput, check_pair, check_range
+from sslray.losses.base import LossOutput, check_pair
 from sslray.losses.distributed import gather
+from sslray.losses.params import Param, resolve
+
+PARAMS = {"lam": Param(25.0, lo=0.0), "mu": Param(25.0, lo=0.0), "nu": Param(1.0, lo=0.0),
+          "eps": Param(1e-4, lo=0.0, lo_open=True)}
 
 
 def invariance(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -71,14 +75,14 @@ def covariance(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
 
 
 class VICRegLoss(nn.Module):
-    """VICReg; see the module docstring. All weights >= 0, eps > 0."""
+    """VICReg; see the module docstring. ``PARAMS``: all weights >= 0, eps > 0."""
 
-    def __init__(self, *, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, eps: float = 1e-4):
+    PARAMS = PARAMS
+
+    def __init__(self, **params: float):
         super().__init__()
-        for name, v in (("lam", lam), ("mu", mu), ("nu", nu)):
-            check_range(name, v, 0.0)
-        check_range("eps", eps, 0.0, lo_open=True)
-        self.lam, self.mu, self.nu, self.eps = lam, mu, nu, eps
+        p = resolve("VICRegLoss", PARAMS, params)
+        self.lam, self.mu, self.nu, self.eps = p["lam"], p["mu"], p["nu"], p["eps"]
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
         check_pair(z1, z2)

@@ -71,7 +71,7 @@ D times VICReg's sum_{j!=k} Cov_jk^2 / D). A nu comparable to VICReg's nu = 1 is
 VICReg's nu = 1 here lets the term, minimised by z -> 0, overpower the variance hinge and collapse
 the embeddings. A scale-aware default (1/D resolved at construction) would hide a value that
 depends on the projector width from the config and the MLflow record, and change under a search
-of the projector; so nu must be given (``loss_params`` lists it as None) and the error says the
+of the projector; so nu must be given (``PARAMS`` lists it with default None) and the error says the
 scale. Search it on a log scale (search_spaces/tico.yaml).
 
 Example::
@@ -85,8 +85,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sslray.losses import LossOutput, check_flag, check_pair, check_range
+from sslray.losses.base import LossOutput, check_pair
 from sslray.losses.distributed import all_reduce_sum_nograd, gather
+from sslray.losses.params import Param, check_range, resolve
 from sslray.losses.tico import covariance_contrast, ema_update, global_second_moment, graph_constant
 from sslray.losses.vicreg import invariance, variance
 
@@ -121,28 +122,32 @@ def off_diagonal_part(m: torch.Tensor) -> torch.Tensor:
     return m - torch.diag_embed(m.diagonal())
 
 
-class VICRegTiCoLoss(nn.Module):
-    """VICReg-TiCo; see the module docstring. Weights >= 0 (nu required), beta in [0, 1), eps > 0."""
+def _nu_missing(dim: int | None) -> str:
+    return (f"nu: None (VICReg-TiCo has no default nu: its covariance term is ~dim = {int(dim)} "
+            f"times VICReg's, so VICReg's nu = 1 collapses the embeddings); allowed: a number >= 0, "
+            f"comparable to VICReg's nu = 1 near 1/dim = {1 / int(dim):.3g}")
 
-    def __init__(self, *, lam: float = 25.0, mu: float = 25.0, nu: float | None = None, beta: float = 0.9,
-                 eps: float = 1e-4, center: bool = False, offdiag: bool = False, symmetric: bool = False,
-                 bias_correction: bool = False, dim: int):
+
+# a missing nu is reported after every value given is checked: a wrong value before a missing one
+PARAMS = {"lam": Param(25.0, lo=0.0), "mu": Param(25.0, lo=0.0), "nu": Param(None, lo=0.0, missing=_nu_missing),
+          "beta": Param(0.9, lo=0.0, hi=1.0, hi_open=True), "eps": Param(1e-4, lo=0.0, lo_open=True),
+          "center": Param(False), "offdiag": Param(False), "symmetric": Param(False),
+          "bias_correction": Param(False, sizes_state=True)}  # registers num_updates
+
+
+class VICRegTiCoLoss(nn.Module):
+    """VICReg-TiCo; see the module docstring. ``PARAMS``: weights >= 0 (nu required), beta in [0, 1), eps > 0."""
+
+    PARAMS = PARAMS
+
+    def __init__(self, *, dim: int, **params: float | bool):
         super().__init__()
         check_range("dim", dim, 1)
-        for name, v in (("lam", lam), ("mu", mu)):
-            check_range(name, v, 0.0)
-        check_range("beta", beta, 0.0, 1.0, hi_open=True)
-        check_range("eps", eps, 0.0, lo_open=True)
-        for name, v in (("center", center), ("offdiag", offdiag), ("symmetric", symmetric),
-                        ("bias_correction", bias_correction)):
-            check_flag(name, v)
-        if nu is None:  # after the other checks: a wrong value given is reported before a missing one
-            raise ValueError(f"nu: None (VICReg-TiCo has no default nu: its covariance term is ~dim = {int(dim)} "
-                             f"times VICReg's, so VICReg's nu = 1 collapses the embeddings); allowed: a number >= 0, "
-                             f"comparable to VICReg's nu = 1 near 1/dim = {1 / int(dim):.3g}")
-        check_range("nu", nu, 0.0)
-        self.lam, self.mu, self.nu, self.beta, self.eps, self.dim = lam, mu, nu, beta, eps, int(dim)
-        self.center, self.offdiag, self.symmetric, self.bias_correction = center, offdiag, symmetric, bias_correction
+        p = resolve("VICRegTiCoLoss", PARAMS, params, dim)
+        self.lam, self.mu, self.nu, self.beta, self.eps = p["lam"], p["mu"], p["nu"], p["beta"], p["eps"]
+        self.dim = int(dim)
+        self.center, self.offdiag, self.symmetric = p["center"], p["offdiag"], p["symmetric"]
+        bias_correction = self.bias_correction = p["bias_correction"]
         self.register_buffer("C", torch.zeros(self.dim, self.dim))
         if bias_correction:
             self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))

@@ -8,6 +8,7 @@ The config's ``loss.name`` names the method and ``loss.params`` holds its paper-
     vicreg_tico  lam=25, mu=25, nu (required, ~1/dim), beta=0.9, eps=1e-4, center, offdiag,
                  symmetric, bias_correction = False                           (sslray.losses.vicreg_tico)
     barlow       lambda_bt=5e-3                                               (sslray.losses.barlow)
+                 (the four above: sslray.methods.joint, the method of a loss)
     simclr       temperature=0.2                                              (sslray.methods.simclr)
     moco         temperature=0.2, queue_size=32768, momentum=0.99, momentum_end=1.0   (sslray.methods.moco)
     byol         pred_hidden=4096, momentum=0.99, momentum_end=1.0            (sslray.methods.byol)
@@ -17,8 +18,11 @@ The config's ``loss.name`` names the method and ``loss.params`` holds its paper-
                  freeze_prototypes_epochs=2, queue_size=3840, epoch_queue_starts=50;
                  any number >= 2 of crops, the first two global                (sslray.methods.swav)
 
-and the methods registered below from their own files (their docstrings give formula, source and
-defaults). ``method_params(name)`` lists a method's parameters with their defaults.
+``METHODS`` below is the one registry: a method is added by listing it there (and tested by
+``tests/test_method_contract.py`` from then on). Each method declares its parameters once, in its
+``PARAMS`` table (:mod:`sslray.losses.params`: default, bounds, whether it sizes the state);
+``method_params(name)`` lists them with their defaults, ``check_method`` checks a config's values
+against them without building anything.
 
 Example::
 
@@ -30,25 +34,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
+from sslray.losses.barlow import BarlowTwinsLoss
+from sslray.losses.params import resolve
+from sslray.losses.tico import TiCoLoss
+from sslray.losses.vicreg import VICRegLoss
+from sslray.losses.vicreg_tico import VICRegTiCoLoss
 from sslray.methods.base import Method, MethodOutput
-from sslray.methods.barlow import BarlowTwins
 from sslray.methods.byol import BYOL
+from sslray.methods.joint import JointEmbedding, joint_method, make_loss, needs_dim
 from sslray.methods.moco import MoCoV2
 from sslray.methods.simclr import SimCLR
 from sslray.methods.simsiam import SimSiam
 from sslray.methods.swav import SwAV
-from sslray.methods.tico import TiCo
-from sslray.methods.vicreg import VICReg
-from sslray.methods.vicreg_tico import VICRegTiCo
 from sslray.methods.wmse import WMSE
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (VICReg, TiCo, VICRegTiCo, BarlowTwins, SimCLR, MoCoV2,
-                                                         BYOL, SimSiam, WMSE, SwAV)}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
+METHODS: dict[str, type[Method]] = {m.name: m for m in (
+    joint_method("vicreg", VICRegLoss), joint_method("tico", TiCoLoss), joint_method("vicreg_tico", VICRegTiCoLoss),
+    joint_method("barlow", BarlowTwinsLoss), SimCLR, MoCoV2, BYOL, SimSiam, WMSE, SwAV)}
 
 
 def method_params(name: str) -> dict[str, Any]:
@@ -58,14 +62,28 @@ def method_params(name: str) -> dict[str, Any]:
 
 def check_method(name: str, params: dict[str, Any] | None, dim: int) -> None:
     """``params`` are valid for method ``name`` with embeddings of width ``dim``; every problem is a
-    ValueError naming the parameter and what is allowed. Builds nothing large."""
-    from sslray.losses import check_params
-
+    ValueError naming the parameter and what is allowed. Builds nothing."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
-    params = dict(params or {})
-    check_params(repr(name), params, method_params(name), METHODS[name].param_types())
-    METHODS[name].check(params, dim)
+    METHODS[name].resolve(params, dim)
+
+
+def loss_methods() -> list[str]:
+    """The methods that are a two-view loss and nothing more (:mod:`sslray.methods.joint`)."""
+    return [n for n, m in METHODS.items() if issubclass(m, JointEmbedding)]
+
+
+def build_loss(name: str, params: dict[str, Any] | None = None, dim: int | None = None) -> nn.Module:
+    """The loss of method ``name`` (one of :func:`loss_methods`) alone, with ``params`` (paper
+    names); ``dim`` goes only to losses that keep a D x D state. Every error is a ``ValueError``
+    that names the bad name or parameter and what is allowed."""
+    if name not in loss_methods():
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(loss_methods())}")
+    loss_class = METHODS[name].loss_class
+    params = resolve(f"loss {name!r}", loss_class.PARAMS, params, dim)
+    if dim is None and needs_dim(loss_class):
+        raise ValueError(f"loss {name!r} needs the embedding width; allowed: build_loss({name!r}, params, dim=D)")
+    return make_loss(loss_class, params, dim)
 
 
 def build_method(cfg, num_classes: int) -> Method:
@@ -90,4 +108,5 @@ def _dim(cfg) -> int:
     return projector_dims(cfg.model.projector)[-1]
 
 
-__all__ = ["METHODS", "Method", "MethodOutput", "build_method", "check_method", "method_params", "register"]
+__all__ = ["BYOL", "METHODS", "Method", "MethodOutput", "MoCoV2", "SimCLR", "SimSiam", "SwAV", "WMSE", "build_loss",
+           "build_method", "check_method", "loss_methods", "method_params"]

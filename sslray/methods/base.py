@@ -45,6 +45,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from sslray.losses.params import Param, defaults, resolve as resolve_params
 from sslray.models import Projector
 
 
@@ -66,14 +67,21 @@ def full_precision(x: torch.Tensor):
 
 
 class Method(nn.Module, abc.ABC):
-    """Base class; see the module docstring. Subclasses set ``name`` and ``crops`` and implement
-    ``forward``; their keyword-only ``__init__`` arguments are the method's paper-named parameters
-    (``loss.params`` in the config), with paper defaults, checked in :meth:`check`."""
+    """Base class; see the module docstring. Subclasses set ``name``, ``crops`` and ``PARAMS`` and
+    implement ``forward``; ``PARAMS`` declares the method's paper-named parameters (``loss.params``
+    in the config) once -- paper defaults, bounds, whether they size the state
+    (:class:`sslray.losses.params.Param`) -- and ``__init__`` takes them as keyword arguments,
+    checked and completed by :meth:`resolve`."""
 
     name: ClassVar[str]
     crops: ClassVar[int | None] = 2  # crops per image it takes (None: any number >= 2)
-    shape_params: ClassVar[tuple[str, ...]] = ()  # parameters that shape weights or state (a resume must keep them)
+    PARAMS: ClassVar[dict[str, Param]] = {}
+    shape_params: ClassVar[tuple[str, ...]] = ()  # from PARAMS: those that size weights or state (a resume keeps them)
     view_weighting: ClassVar[bool] = False  # reduces per-view losses with view_mean (UOTA composes with it)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.shape_params = tuple(k for k, p in cls.PARAMS.items() if p.sizes_state)
 
     def __init__(self, encoder: nn.Module, projector: str, num_classes: int):
         super().__init__()
@@ -87,22 +95,21 @@ class Method(nn.Module, abc.ABC):
     @classmethod
     def params(cls) -> dict[str, Any]:
         """Paper-named parameters and their defaults (None: must be given)."""
-        import inspect
-
-        sig = inspect.signature(cls.__init__)
-        return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+        return defaults(cls.PARAMS)
 
     @classmethod
-    def param_types(cls) -> dict[str, Any]:
-        import typing
-
-        hints = typing.get_type_hints(cls.__init__)
-        return {k: hints[k] for k in cls.params()}
+    def resolve(cls, params: dict[str, Any] | None, dim: int) -> dict[str, Any]:
+        """Every parameter, ``params`` checked against ``PARAMS`` (names, types, bounds) and
+        :meth:`check_dim`, the defaults filled in; builds nothing. Every problem is a one-line
+        ValueError naming the parameter and what is allowed."""
+        values = resolve_params(repr(cls.name), cls.PARAMS, params, dim)
+        cls.check_dim(values, dim)
+        return values
 
     @classmethod
-    def check(cls, params: dict[str, Any], dim: int) -> None:
-        """Range-check ``params`` (names and types already checked) for embeddings of width ``dim``
-        without building anything; raise ValueError naming the parameter and what is allowed."""
+    def check_dim(cls, values: dict[str, Any], dim: int) -> None:
+        """Check what the table cannot state: the parameters' relation to the embedding width
+        ``dim`` (W-MSE's sub-batches must exceed it). Default: none."""
 
     @classmethod
     def check_batch(cls, params: dict[str, Any], batch_size: int) -> None:

@@ -18,40 +18,31 @@ with the run; they run in train mode (their BatchNorm uses the target batch's st
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from sslray.losses import check_range
 from sslray.losses.cosine import byol_regression
+from sslray.losses.params import Param
 from sslray.methods.base import Method, MethodOutput, fp32, full_precision, run_by_size
-from sslray.methods.predictor import Predictor, check_width
+from sslray.methods.predictor import Predictor
 from sslray.methods.target import ema_update, frozen_copy, momentum_at
+from sslray.models import projector_dims
 
 
 class BYOL(Method):
     name = "byol"
     crops = 2
-    shape_params = ("pred_hidden",)
     view_weighting = True  # the term where view v's prediction regresses carries view v's weight
+    PARAMS = {"pred_hidden": Param(4096, lo=1.0, whole="integers", sizes_state=True),
+              "momentum": Param(0.99, lo=0.0, hi=1.0), "momentum_end": Param(1.0, lo=0.0, hi=1.0)}
 
-    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, pred_hidden: float = 4096,
-                 momentum: float = 0.99, momentum_end: float = 1.0):
-        self.check(dict(pred_hidden=pred_hidden, momentum=momentum, momentum_end=momentum_end), dim=0)
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, **params: float):
+        p = self.resolve(params, projector_dims(projector)[-1])
         super().__init__(encoder, projector, num_classes)
-        self.momentum, self.momentum_end = float(momentum), float(momentum_end)
-        self.predictor = Predictor(self.projector.out_dim, int(pred_hidden))
+        self.momentum, self.momentum_end = float(p["momentum"]), float(p["momentum_end"])
+        self.predictor = Predictor(self.projector.out_dim, int(p["pred_hidden"]))
         self.target_encoder = frozen_copy(self.encoder)
         self.target_projector = frozen_copy(self.projector)
-
-    @classmethod
-    def check(cls, params: dict[str, Any], dim: int) -> None:
-        if "pred_hidden" in params:
-            check_width("pred_hidden", params["pred_hidden"])
-        for k in ("momentum", "momentum_end"):
-            if k in params:
-                check_range(k, params[k], 0.0, 1.0)
 
     def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
         h1, h2 = self.encode(crops)

@@ -12,7 +12,8 @@ Loss. With q_v, k_v the normalised query and key embeddings of view v and Q the 
 
     L = ( infonce(q1, k2, Q) + infonce(q2, k1, Q) ) / 2          (:mod:`sslray.losses.infonce`)
 
-then the keys of both views of every rank's images enter Q (a ring buffer, oldest out). solo-learn
+then the keys of both views of every rank's images enter Q (a ring buffer, oldest out:
+:mod:`sslray.methods.ring`). solo-learn
 keeps one queue per view (q1 meets only view-2 keys); here both views share one queue of
 ``queue_size`` rows, so it spans queue_size / (2 x global batch) steps of history.
 
@@ -36,16 +37,15 @@ would cost 32 MiB per step for nothing. No divisibility of queue_size by the bat
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslray.losses import check_range
 from sslray.losses.distributed import gather
 from sslray.losses.infonce import infonce
+from sslray.losses.params import Param
 from sslray.methods.base import Method, MethodOutput, fp32, full_precision, run_by_size
+from sslray.methods.ring import ring_write
 from sslray.methods.target import ema_update, frozen_copy, momentum_at
 from sslray.models import projector_dims
 
@@ -53,37 +53,25 @@ from sslray.models import projector_dims
 class MoCoV2(Method):
     name = "moco"
     crops = 2
-    shape_params = ("queue_size",)
     view_weighting = True  # view v's queries carry view v's weight
+    PARAMS = {"temperature": Param(0.2, lo=0.0, lo_open=True),
+              "queue_size": Param(32768.0, lo=1.0, whole="an integer", sizes_state=True),
+              "momentum": Param(0.99, lo=0.0, hi=1.0), "momentum_end": Param(1.0, lo=0.0, hi=1.0)}
 
-    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, temperature: float = 0.2,
-                 queue_size: float = 32768.0, momentum: float = 0.99, momentum_end: float = 1.0):
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, **params: float):
         dim = projector_dims(projector)[-1]
-        self.check({"temperature": temperature, "queue_size": queue_size, "momentum": momentum,
-                    "momentum_end": momentum_end}, dim)
+        p = self.resolve(params, dim)
         super().__init__(encoder, projector, num_classes)
-        self.temperature, self.momentum, self.momentum_end = float(temperature), float(momentum), float(momentum_end)
+        self.temperature, self.momentum, self.momentum_end = (float(p["temperature"]), float(p["momentum"]),
+                                                              float(p["momentum_end"]))
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
         # drawn from the global torch RNG: the same seed on every rank gives the same queue
-        self.register_buffer("queue", F.normalize(torch.randn(int(queue_size), dim), dim=1))
+        self.register_buffer("queue", F.normalize(torch.randn(int(p["queue_size"]), dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         # this step's gathered keys, enqueued in after_step (one training forward per step: a second
         # forward before after_step replaces them)
         self._pending: torch.Tensor | None = None
-
-    @classmethod
-    def check(cls, params: dict[str, Any], dim: int) -> None:
-        if "temperature" in params:
-            check_range("temperature", params["temperature"], 0.0, lo_open=True)
-        if "queue_size" in params:
-            k = params["queue_size"]
-            check_range("queue_size", k, 1.0)
-            if k != int(k):
-                raise ValueError(f"queue_size: {k!r} is not a whole number; allowed: an integer >= 1")
-        for name in ("momentum", "momentum_end"):
-            if name in params:
-                check_range(name, params[name], 0.0, 1.0)
 
     def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
         h1, h2 = self.encode(crops)
@@ -106,20 +94,8 @@ class MoCoV2(Method):
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         if self._pending is not None:
-            self._enqueue(self._pending)
+            ring_write(self.queue, self.queue_ptr, self._pending)
             self._pending = None
         tau = momentum_at(step, total_steps, self.momentum, self.momentum_end)
         ema_update(self.key_encoder, self.encoder, tau)
         ema_update(self.key_projector, self.projector, tau)
-
-    @torch.no_grad()
-    def _enqueue(self, keys: torch.Tensor) -> None:
-        """Write ``keys`` at the pointer, wrapping around; with more keys than rows only the last
-        ``K`` are kept (they would overwrite the earlier ones anyway). The pointer advances by all."""
-        size, m = self.queue.shape[0], keys.shape[0]
-        kept = keys[-size:]
-        # positions computed on the device from the pointer tensor: reading it (int()) would be a
-        # host sync every step on a GPU
-        idx = (self.queue_ptr + (m - kept.shape[0]) + torch.arange(kept.shape[0], device=keys.device)) % size
-        self.queue[idx] = kept.to(self.queue.dtype)
-        self.queue_ptr.add_(m).remainder_(size)

@@ -6,22 +6,10 @@ Linear has no bias (BatchNorm follows it), the last one has one (both papers' co
 """
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
-
-from sslray.losses import check_range
 
 
 class Predictor(nn.Sequential):
     def __init__(self, dim: int, hidden: int):
         super().__init__(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                          nn.Linear(hidden, dim))
-
-
-def check_width(name: str, value: Any) -> int:
-    """A layer width from the config (a float there): a finite integer >= 1, returned as int."""
-    check_range(name, value, 1)
-    if value != int(value):
-        raise ValueError(f"{name}: {value!r} is not a whole number; allowed: integers >= 1")
-    return int(value)

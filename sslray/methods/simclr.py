@@ -10,13 +10,11 @@ No other state: the negatives are the other images of the current global batch.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from sslray.losses import check_range
 from sslray.losses.nt_xent import nt_xent
+from sslray.losses.params import Param
 from sslray.methods.base import Method, MethodOutput, fp32, full_precision
 from sslray.models import projector_dims
 
@@ -25,16 +23,12 @@ class SimCLR(Method):
     name = "simclr"
     crops = 2
     view_weighting = True  # the loss is a mean over the 2n anchors: view v's anchors carry view v's weight
+    PARAMS = {"temperature": Param(0.2, lo=0.0, lo_open=True)}
 
-    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, temperature: float = 0.2):
-        self.check({"temperature": temperature}, projector_dims(projector)[-1])
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, **params: float):
+        p = self.resolve(params, projector_dims(projector)[-1])
         super().__init__(encoder, projector, num_classes)
-        self.temperature = float(temperature)
-
-    @classmethod
-    def check(cls, params: dict[str, Any], dim: int) -> None:
-        if "temperature" in params:
-            check_range("temperature", params["temperature"], 0.0, lo_open=True)
+        self.temperature = float(p["temperature"])
 
     def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
         h1, h2 = self.encode(crops)

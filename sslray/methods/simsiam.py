@@ -15,33 +15,27 @@ of the predictor", §4.4): :meth:`param_groups` marks its group ``fixed_lr``, ke
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from sslray.losses.cosine import negative_cosine
+from sslray.losses.params import Param
 from sslray.methods.base import Method, MethodOutput, fp32, full_precision
-from sslray.methods.predictor import Predictor, check_width
-from sslray.models import Projector
+from sslray.methods.predictor import Predictor
+from sslray.models import Projector, projector_dims
 
 
 class SimSiam(Method):
     name = "simsiam"
     crops = 2
-    shape_params = ("pred_hidden",)
     view_weighting = True  # the term where view v predicts carries view v's weight
+    PARAMS = {"pred_hidden": Param(512, lo=1.0, whole="integers", sizes_state=True)}
 
-    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, pred_hidden: float = 512):
-        self.check(dict(pred_hidden=pred_hidden), dim=0)
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, **params: float):
+        p = self.resolve(params, projector_dims(projector)[-1])
         super().__init__(encoder, projector, num_classes)
         self.projector = Projector(encoder.out_dim, projector, last_bn=True)
-        self.predictor = Predictor(self.projector.out_dim, int(pred_hidden))
-
-    @classmethod
-    def check(cls, params: dict[str, Any], dim: int) -> None:
-        if "pred_hidden" in params:
-            check_width("pred_hidden", params["pred_hidden"])
+        self.predictor = Predictor(self.projector.out_dim, int(p["pred_hidden"]))
 
     def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
         h1, h2 = self.encode(crops)

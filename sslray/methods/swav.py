@@ -42,7 +42,7 @@ images' embeddings, ``queue_length / world`` rows, in a separate file per rank);
 rank 0's ``state_dict`` would then lose every other rank's queue. Here the queue is *replicated*:
 the buffer ``queue`` [2, queue_size, D] holds the normalised embeddings z_0, z_1 of the global
 crops of the last ``queue_size`` images of the *global* batch -- gathered from every rank (no
-gradient) in ``forward``, written in rank order in :meth:`after_step` as a ring buffer
+gradient) in ``forward``, written in rank order in :meth:`after_step` as a ring buffer (:mod:`sslray.methods.ring`)
 (``queue_ptr``, ``queue_rows`` = rows filled so far) -- so it is identical on every rank, equal to
 one process's queue on the combined batch, and rank 0's checkpoint restores every rank's (even
 under another world size). Sinkhorn only needs each queue row as *one* column somewhere: rank r
@@ -64,25 +64,18 @@ unless UOTA is on and active.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslray.losses import check_range
 from sslray.losses.distributed import gather, rank, world_size
+from sslray.losses.params import Param
 from sslray.losses.swav import sinkhorn, swapped_prediction
 from sslray.methods.base import Method, MethodOutput, fp32, full_precision
+from sslray.methods.ring import ring_write
 from sslray.models import projector_dims
 
 ASSIGNED = 2  # crops whose codes are computed: the two global crops (official crops_for_assign = [0, 1])
-
-
-def _check_whole(name: str, value: float, lo: float) -> None:
-    check_range(name, value, lo)
-    if value != int(value):
-        raise ValueError(f"{name}: {value!r} is not a whole number; allowed: an integer >= {lo:g}")
 
 
 def _after_load(module: "SwAV", incompatible_keys) -> None:
@@ -92,24 +85,25 @@ def _after_load(module: "SwAV", incompatible_keys) -> None:
 class SwAV(Method):
     name = "swav"
     crops = None  # any number >= 2; the first two are the global (assignment) crops
-    shape_params = ("num_prototypes", "queue_size")
     view_weighting = True
+    PARAMS = {"num_prototypes": Param(3000.0, lo=2.0, whole="an integer", sizes_state=True),
+              "temperature": Param(0.1, lo=0.0, lo_open=True), "epsilon": Param(0.05, lo=0.0, lo_open=True),
+              "sinkhorn_iterations": Param(3.0, lo=1.0, whole="an integer"),
+              "freeze_prototypes_epochs": Param(2.0, lo=0.0, whole="an integer"),
+              "queue_size": Param(3840.0, lo=0.0, whole="an integer", sizes_state=True),
+              "epoch_queue_starts": Param(50.0, lo=0.0, whole="an integer")}
 
-    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, num_prototypes: float = 3000.0,
-                 temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iterations: float = 3.0,
-                 freeze_prototypes_epochs: float = 2.0, queue_size: float = 3840.0, epoch_queue_starts: float = 50.0):
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, **params: float):
         dim = projector_dims(projector)[-1]
-        self.check(dict(num_prototypes=num_prototypes, temperature=temperature, epsilon=epsilon,
-                        sinkhorn_iterations=sinkhorn_iterations, freeze_prototypes_epochs=freeze_prototypes_epochs,
-                        queue_size=queue_size, epoch_queue_starts=epoch_queue_starts), dim)
+        p = self.resolve(params, dim)
         super().__init__(encoder, projector, num_classes)
-        self.temperature, self.epsilon = float(temperature), float(epsilon)
-        self.sinkhorn_iterations = int(sinkhorn_iterations)
-        self.freeze_prototypes_epochs = int(freeze_prototypes_epochs)
-        self.epoch_queue_starts = int(epoch_queue_starts)
-        self.prototypes = nn.Linear(dim, int(num_prototypes), bias=False)
+        self.temperature, self.epsilon = float(p["temperature"]), float(p["epsilon"])
+        self.sinkhorn_iterations = int(p["sinkhorn_iterations"])
+        self.freeze_prototypes_epochs = int(p["freeze_prototypes_epochs"])
+        self.epoch_queue_starts = int(p["epoch_queue_starts"])
+        self.prototypes = nn.Linear(dim, int(p["num_prototypes"]), bias=False)
         self.normalise_prototypes()
-        self.register_buffer("queue", torch.zeros(ASSIGNED, int(queue_size), dim))
+        self.register_buffer("queue", torch.zeros(ASSIGNED, int(p["queue_size"]), dim))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self.register_buffer("queue_rows", torch.zeros(1, dtype=torch.long))  # rows filled, <= queue_size
         # this step's gathered global-crop embeddings [N, 2, D], enqueued in after_step
@@ -117,16 +111,6 @@ class SwAV(Method):
         self._rows = 0  # host copy of queue_rows
         self.register_load_state_dict_post_hook(_after_load)
         self._sync_queue_flags()
-
-    @classmethod
-    def check(cls, params: dict[str, Any], dim: int) -> None:
-        for name, lo in (("num_prototypes", 2), ("sinkhorn_iterations", 1), ("freeze_prototypes_epochs", 0),
-                         ("queue_size", 0), ("epoch_queue_starts", 0)):
-            if name in params:
-                _check_whole(name, params[name], lo)
-        for name in ("temperature", "epsilon"):
-            if name in params:
-                check_range(name, params[name], 0.0, lo_open=True)
 
     # ---- the loop's hooks
     def forward(self, crops: list[torch.Tensor]) -> MethodOutput:
@@ -187,14 +171,9 @@ class SwAV(Method):
 
     @torch.no_grad()
     def _enqueue(self, rows: torch.Tensor) -> None:
-        """Write ``rows`` [m, 2, D] at the pointer, wrapping around; with more rows than the queue
-        holds only the last ``queue_size`` are kept. The pointer advances by all m."""
+        """Write ``rows`` [m, 2, D] into the ring buffer (:mod:`sslray.methods.ring`); count the rows filled."""
         size, m = self.queue.shape[1], rows.shape[0]
-        kept = rows[-size:]
-        # positions from the pointer tensor on the device: reading it would be a host sync per step
-        idx = (self.queue_ptr + (m - kept.shape[0]) + torch.arange(kept.shape[0], device=rows.device)) % size
-        self.queue[:, idx] = kept.transpose(0, 1).to(self.queue.dtype)
-        self.queue_ptr.add_(m).remainder_(size)
+        ring_write(self.queue, self.queue_ptr, rows.transpose(0, 1))
         self.queue_rows.add_(m).clamp_(max=size)
         self._rows = min(size, self._rows + m)
         self._set_queue_flags()

@@ -39,10 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sslray.losses import check_range
+from sslray.losses.params import Param
 from sslray.losses.wmse import wmse_view_losses
 from sslray.methods.base import Method, MethodOutput, fp32, full_precision
-from sslray.methods.predictor import check_width
 from sslray.models import projector_dims
 
 
@@ -50,26 +49,23 @@ class WMSE(Method):
     name = "wmse"
     crops = None
     view_weighting = True
+    PARAMS = {"w_size": Param(128.0, lo=1.0, whole="integers"), "w_iter": Param(1.0, lo=1.0, whole="integers"),
+              "w_eps": Param(0.0, lo=0.0, hi=1.0, hi_open=True)}
 
-    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, *, w_size: float = 128.0,
-                 w_iter: float = 1.0, w_eps: float = 0.0):
-        self.check(dict(w_size=w_size, w_iter=w_iter, w_eps=w_eps), projector_dims(projector)[-1])
+    def __init__(self, encoder: nn.Module, projector: str, num_classes: int, **params: float):
+        p = self.resolve(params, projector_dims(projector)[-1])
         super().__init__(encoder, projector, num_classes)
-        self.w_size, self.w_iter, self.w_eps = int(w_size), int(w_iter), float(w_eps)
+        self.w_size, self.w_iter, self.w_eps = int(p["w_size"]), int(p["w_iter"]), float(p["w_eps"])
         self.register_buffer("split_seed", torch.randint(0, 2**62, ()))
         self.register_buffer("split_step", torch.zeros((), dtype=torch.long))
 
     @classmethod
-    def check(cls, params: dict[str, Any], dim: int) -> None:
-        w_size = params.get("w_size", cls.params()["w_size"])  # the default too: it may not fit the projector
-        if check_width("w_size", w_size) <= dim:
+    def check_dim(cls, values: dict[str, Any], dim: int) -> None:
+        w_size = values["w_size"]  # the default too: it may not fit the projector
+        if int(w_size) <= dim:
             raise ValueError(f"w_size: {w_size!r} does not exceed the embedding width {dim} (the projector's "
                              f"output): a sub-batch of m rows has a covariance of rank <= m - 1, which Cholesky "
                              f"cannot factor; allowed: integers > {dim}, or a narrower projector")
-        if "w_iter" in params:
-            check_width("w_iter", params["w_iter"])
-        if "w_eps" in params:
-            check_range("w_eps", params["w_eps"], 0.0, 1.0, hi_open=True)
 
     @classmethod
     def check_batch(cls, params: dict[str, Any], batch_size: int) -> None:
