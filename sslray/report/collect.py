@@ -87,13 +87,9 @@ class Search:
 
     def search_space(self):
         """The resolved :class:`SearchSpace` the search ran (rebuilt from space.json)."""
-        from sslray.search.space import AshaConfig, OptunaConfig, ParamSpec, SearchSpace, StopConfig
+        from sslray.search.space import SearchSpace
 
-        s = self.space
-        return SearchSpace(base=s["base"], params=[ParamSpec(**p) for p in s["params"]], metric=s["metric"],
-                           mode=s["mode"], num_trials=s["num_trials"], max_concurrent=s["max_concurrent"],
-                           asha=AshaConfig(**s["asha"]), optuna=OptunaConfig(**s["optuna"]),
-                           stop=StopConfig(**s["stop"]), source=self.space_file)
+        return SearchSpace.from_record(self.space, source=self.space_file)
 
 
 def is_search(folder: Path) -> bool:
