@@ -362,6 +362,16 @@ def test_pbt_search_exploits_and_records_each_segment_truthfully(tmp_path):
         ckpt = torch.load(next((exp / "tune").glob(f"*{trial}*/checkpoint_000003/checkpoint.pt")), weights_only=False)
         assert [s["trial"] for s in ckpt["lineage"]][-2:] == [row["parent"], trial]
     assert f"goes on from trial {lineage[0]['parent']}'s epoch 2" in proc.stdout
+    # the report says which trial inherited from which, and names the scheduler
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    rep = subprocess.run([sys.executable, "-m", "sslray.report", str(exp), "--no-eval"], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    md = (exp / "report" / "report.md").read_text()
+    assert "| scheduler | PBT (perturbation interval 2" in md
+    inherited = md.split("## Inheritance", 1)[1].split("\n## ", 1)[0]
+    for row in lineage:
+        assert f"| `{row['trial']}` | `{row['parent']}` | 2 |" in inherited
 
 
 def _saved_rungs(tune_dir: Path) -> dict | None:

@@ -77,6 +77,12 @@ class Scheduler:
         """The epochs at which it acts (ASHA's rungs, PBT's perturbation points)."""
         return []
 
+    def describe(self) -> str:
+        """One line for the report: the scheduler and its settings."""
+        settings = ", ".join(f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                             for k, v in dataclasses.asdict(self.settings).items())
+        return f"{self.label}" + (f" ({settings})" if settings else "")
+
     def stop_reason(self, epoch: int) -> str:
         return f"stopped by {self.label} at epoch {epoch}"
 

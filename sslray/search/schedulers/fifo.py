@@ -23,5 +23,8 @@ class Fifo(Scheduler):
     name, label, Settings = "fifo", "FIFO", FifoConfig
     stops_trials = False
 
+    def describe(self) -> str:
+        return "FIFO (no early stopping)"
+
     def make(self, space) -> FIFOScheduler:
         return SoundFIFO(space.stop)
