@@ -194,7 +194,8 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
             tuner = tune.Tuner(trainable, run_config=run_config, param_space=param_space,
                                tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
                                                            scheduler=scheduler, num_samples=space.num_trials,
-                                                           max_concurrent_trials=space.max_concurrent))
+                                                           max_concurrent_trials=space.max_concurrent
+                                                           if plugin.limits_concurrency else None))
         results = tuner.fit()
     except KeyboardInterrupt:  # stopped before Tune took over the signal
         results = None

@@ -38,6 +38,9 @@ class Scheduler:
     label: ClassVar[str]
     Settings: ClassVar[type]
     stops_trials: ClassVar[bool] = True  # whether it ends trials before train.epochs
+    # whether search.max_concurrent caps the trials Tune starts (PBT: no, the whole population is
+    # started and time-multiplexed on the cluster's resources by pausing at its boundaries)
+    limits_concurrency: ClassVar[bool] = True
 
     def __init__(self, settings: Any = None, where: str = "search.scheduler"):
         self.settings = settings if settings is not None else self.Settings()

@@ -14,6 +14,9 @@ How it fits (REFERENCE §12b):
   * A trial is exploited through its Tune checkpoint: only the one-worker in-trial trainable
     reports one (Ray Train's report callback never does), so a space whose trials have
     ``scale.workers != 1`` is refused.
+  * The whole population is started at once: how many train at a time is what the cluster holds
+    (trial resources), not ``max_concurrent`` -- a generator capped at fewer trials than the
+    population would never start the trials a synchronous boundary waits for.
   * Ray refuses PBT beside a search algorithm (``OptunaSearch``): the Optuna study proposes the
     initial population before Tune starts (``ask``, ``points_to_evaluate`` first, then TPE's
     startup sampling) and Tune runs those points through its BasicVariantGenerator. The study then
@@ -104,6 +107,7 @@ class SoundPBT(Sound, PopulationBasedTraining):
 class Pbt(Scheduler):
     name, label, Settings = "pbt", "PBT", PbtConfig
     stops_trials = False
+    limits_concurrency = False  # a capped generator never starts the trials a paused one waits for
 
     def check(self, space) -> None:
         s, where = self.settings, self.where
