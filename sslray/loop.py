@@ -120,7 +120,7 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
     resume = reporter.resume_state()
     if resume is not None:
         model.load_state_dict(method_state(resume))
-        optimizer.load_state_dict(resume["optimizer"])
+        load_optimizer_state(optimizer, resume["optimizer"])
         probe_optimizer.load_state_dict(resume["probe_optimizer"])
         start_epoch, best = resume["epoch"], dict(resume.get("best", {}))
         restore_rng(resume.get("rng", {}))  # as the uninterrupted run had them after epoch start_epoch
@@ -211,6 +211,17 @@ def run(cfg: Config, reporter: Reporter) -> dict[str, Any]:
         saved = epoch + 1 if checkpoint is not None else saved
 
     return {"status": status, "reason": reason, "epochs_completed": completed, "metrics": metrics, "best": best}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """The checkpoint's optimiser state (momentum, Adam moments) under this config's settings:
+    torch's load_state_dict also brings back each group's weight decay, momentum and betas, and a
+    resume whose values changed (PBT's exploit: the clone's checkpoint, perturbed values) must train
+    with the new ones. The lr is set every step from the config (set_lr)."""
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, settings):
+        group.update(own)
 
 
 def train_step(net, model, optimizers, crops, labels, rt: Runtime, grad_clip: float | None = None):

@@ -1,8 +1,9 @@
 """``python -m sslray.tune SEARCH_SPACE.yaml [key.sub=value ...]``: the search.
 
 Optuna TPE proposes loss weights (and lr, ...), each trial pretrains (in the trial itself with one
-worker, through Ray Train with more) and reports kNN / probe / RankMe every epoch, ASHA stops the
-weak ones at its rungs, collapsed or diverged trials are stopped and recorded, and MLflow holds one
+worker, through Ray Train with more) and reports kNN / probe / RankMe every epoch, the scheduler
+(``search.scheduler``: fifo, asha -- the default, stopping the weak at its rungs -- or pbt) acts,
+collapsed or diverged trials are stopped and recorded, and MLflow holds one
 parent run for the search and one nested run per trial. It prints one line per trial-epoch and
 trial end; Ray's own messages go to <experiment>/ray.log (``-v``: also to the terminal). The best trial's encoder is logged as an MLflow PyTorch model and registered.
 ``--resume`` continues an interrupted search: no finished trial runs again, no MLflow duplicates.
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="show Ray's and Tune's own messages on the terminal too (always in <experiment>/ray.log)")
     ap.add_argument("--plan", action="store_true",
-                    help="print ASHA's rungs and the trial-epochs / GPU-hours the search will spend; run nothing")
+                    help="print the scheduler's milestones (ASHA's rungs) and the trial-epochs / GPU-hours the search will spend; run nothing")
     ap.add_argument("--epoch-seconds", type=float,
                     help="with --plan: seconds one trial-epoch takes (training + evaluation), for GPU-hours")
     args = ap.parse_intermixed_args(argv)  # overrides may follow options
@@ -76,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from sslray.search.plan import rungs
 
         where_log = Path(args.output).absolute() / name / "ray.log"
+        acts = ("FIFO: no early stopping" if space.scheduler.name == "fifo" else
+                f"{space.scheduler.label} acts at epochs {', '.join(map(str, rungs(space))) or 'none'}")
         print(f"{name}: {space.num_trials} trials, {space.max_concurrent} at a time, up to {space.max_epochs} epochs "
-              f"each; ASHA compares at epochs {', '.join(map(str, rungs(space))) or 'none'}; Ray's log: {where_log}", flush=True)
+              f"each; {acts}; Ray's log: {where_log}", flush=True)
         summary = run_search(space, args.output, name, resume=args.resume, verbose=args.verbose,
                              tracking_uri=args.tracking_uri,
                              registered_model=args.registered_model or f"sslray-{name}", address=args.address,

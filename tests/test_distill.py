@@ -120,7 +120,8 @@ def test_labelled_fraction_is_class_stratified_and_sized(teacher, tmp_path):
 # ---------------------------------------------------------------------------- what is fine-tuned
 def test_finetuning_trains_the_projectors_first_layer_and_never_uses_the_rest(teacher, tmp_path):
     from sslray.distill.stages import finetune
-    from sslray.loop import method_state, resolve_runtime
+    from sslray.checkpoint import method_state
+    from sslray.loop import resolve_runtime
     from sslray.methods import build_method
 
     plan = _prepare(teacher, tmp_path, "--finetune-epochs", "2", "--batch-size", "32", "train.num_threads=1")

@@ -30,7 +30,7 @@ class Trial:
     trial_id: str  # Tune's trial id (tag sslray.trial_id), the key Optuna's user attr tune_trial_id joins on
     run_id: str
     params: dict[str, Any]  # the searched parameters this trial sampled (typed by the space)
-    outcome: str  # finished | asha | collapsed | diverged | failed; running | interrupted (no outcome yet)
+    outcome: str  # finished | asha (a scheduler's name) | collapsed | diverged | failed; running | interrupted (no outcome yet)
     reason: str
     epochs: int | None  # the last epoch it logged
     best: float | None  # best score over its epochs (by the search's mode)
@@ -45,7 +45,7 @@ class Search:
     name: str
     tracking_uri: str
     parent_run_id: str
-    space: dict[str, Any]  # space.json: base, params, metric, mode, num_trials, asha, optuna, stop
+    space: dict[str, Any]  # space.json: base, params, metric, mode, num_trials, scheduler, optuna, stop
     summary: dict[str, Any] | None  # summary.json, when the search ended (finished or interrupted)
     status: str  # finished | running | interrupted | failed
     space_file: str  # the search-space file the search was started with
@@ -68,8 +68,16 @@ class Search:
         return self.space["params"]
 
     @property
+    def scheduler(self):
+        """The search's scheduler plug-in (search.schedulers), from space.json."""
+        from sslray.search.schedulers import scheduler_from_record
+
+        return scheduler_from_record(self.space)
+
+    @property
     def grace_period(self) -> int:
-        return int(self.space["asha"]["grace_period"])
+        """The scheduler's first milestone (ASHA's first rung), else the last epoch."""
+        return (self.scheduler.milestones(self.max_epochs) or [self.max_epochs])[0]
 
     @property
     def max_epochs(self) -> int:
@@ -87,13 +95,9 @@ class Search:
 
     def search_space(self):
         """The resolved :class:`SearchSpace` the search ran (rebuilt from space.json)."""
-        from sslray.search.space import AshaConfig, OptunaConfig, ParamSpec, SearchSpace, StopConfig
+        from sslray.search.space import SearchSpace
 
-        s = self.space
-        return SearchSpace(base=s["base"], params=[ParamSpec(**p) for p in s["params"]], metric=s["metric"],
-                           mode=s["mode"], num_trials=s["num_trials"], max_concurrent=s["max_concurrent"],
-                           asha=AshaConfig(**s["asha"]), optuna=OptunaConfig(**s["optuna"]),
-                           stop=StopConfig(**s["stop"]), source=self.space_file)
+        return SearchSpace.from_record(self.space, source=self.space_file)
 
 
 def is_search(folder: Path) -> bool:

@@ -36,8 +36,9 @@ def _style(outcome: str) -> tuple[str, str]:
     return STYLE.get(outcome, STYLE["unknown"])
 
 
-def learning_curves(trials, metric: str, rungs: list[int], path: Path) -> Path:
-    """Every trial's score against epoch, one colour per outcome; ASHA's rungs as dotted lines."""
+def learning_curves(trials, metric: str, rungs: list[int], path: Path, what: str = "ASHA rungs") -> Path:
+    """Every trial's score against epoch, one colour per outcome; the scheduler's milestones (``what``:
+    ASHA's rungs, PBT's perturbations) as dotted lines."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     seen = set()
     for t in trials:
@@ -52,7 +53,7 @@ def learning_curves(trials, metric: str, rungs: list[int], path: Path) -> Path:
         ax.axvline(r, color="gray", ls=":", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per epoch of every trial" + (f" (dotted: ASHA rungs {', '.join(map(str, rungs))})"
+    ax.set_title(f"{metric} per epoch of every trial" + (f" (dotted: {what} {', '.join(map(str, rungs))})"
                                                          if rungs else ""), fontsize=10)
     ax.xaxis.get_major_locator().set_params(integer=True)
     if seen:

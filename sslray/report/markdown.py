@@ -13,6 +13,7 @@ from sslray.report import figures
 from sslray.report.collect import Search, load_search
 from sslray.report.evaluate import best_vs_untrained
 from sslray.report.importance import importances
+from sslray.tracking import tags
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -63,6 +64,7 @@ def write_search_report(folder: str | Path, no_eval: bool = False, tracking_uri:
     specs = search.params
     md = [header(search, command(search.folder, no_eval, tracking_uri))]
     md += trials_section(search, out)
+    md += lineage_section(search)
     md += curves_section(search, fig_dir)
     md += importance_section(search, fig_dir)
     md += collapse_section(search, specs, fig_dir)
@@ -94,8 +96,8 @@ def header(s: Search, cmd: str) -> str:
     rows = [["search", f"`{s.name}` ({s.folder})"],
             ["space file", f"`{s.space_file}`" + (f", overrides `{s.overrides}`" if s.overrides else "")],
             ["searched", ", ".join(f"`{p['path']}` ({p['dist']})" for p in s.params)],
-            ["metric", f"`{s.metric}` ({s.mode}imise), up to {s.max_epochs} epochs, ASHA grace period "
-                       f"{s.grace_period}, reduction factor {s.space['asha']['reduction_factor']:g}"],
+            ["metric", f"`{s.metric}` ({s.mode}imise), up to {s.max_epochs} epochs"],
+            ["scheduler", s.scheduler.describe()],
             ["trials", f"{len(s.trials)} of {s.space['num_trials']}"],
             ["outcomes", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"],
             ["wall time", wall], ["status", status],
@@ -103,7 +105,7 @@ def header(s: Search, cmd: str) -> str:
             ["written", datetime.datetime.now().astimezone().isoformat(timespec="seconds")]]
     best = (s.summary or {}).get("best")
     if best:
-        rows.insert(6, ["best trial", f"`{best['trial_id']}`: {s.metric} {num(best[s.metric])} at epoch "
+        rows.insert(7, ["best trial", f"`{best['trial_id']}`: {s.metric} {num(best[s.metric])} at epoch "
                                       f"{best['epochs']}, " + ", ".join(f"`{k}`={param(v)}" for k, v in
                                                                         best["params"].items())])
     return "\n\n".join([f"# Search report: {s.name}", table(["", ""], rows),
@@ -124,19 +126,40 @@ def trials_section(s: Search, out: Path) -> list[str]:
     reasons = sorted({f"{t.outcome}: {t.reason}" for t in s.trials if t.outcome in ("collapsed", "diverged", "failed")})
     text = [f"## Trials\n\nFrom the MLflow child runs, in start order (full precision in `trials.csv`). "
             f"*best* is the best {s.metric} over a trial's epochs, *last* its score at its last epoch. "
-            "Outcomes: finished = ran every epoch, asha = stopped at a rung, collapsed / diverged = stopped by the "
+            f"Outcomes: finished = ran every epoch, {s.scheduler.name} = stopped by {s.scheduler.label} "
+            "(asha: at a rung), collapsed / diverged = stopped by the "
             "collapse or non-finite-loss check, failed = raised.", table(header_, rows)]
     if reasons:
         text.append("Why trials stopped early:\n\n" + "\n".join(f"- {r}" for r in reasons))
     return text
 
 
+def lineage_section(s: Search) -> list[str]:
+    """PBT: which trial went on from which trial's checkpoint, at which epoch, with which values
+    (from the Optuna study's segments; the scheduler plug-in reads them)."""
+    try:
+        rows = s.scheduler.inheritance(s.folder, s.name)
+    except Exception as e:  # no study yet (a search killed before it asked its population)
+        return [f"## Inheritance\n\nThe Optuna study could not be read ({type(e).__name__})."]
+    if not rows:
+        return []
+    paths = [p["path"] for p in s.params]
+    return ["## Inheritance", f"{len(rows)} exploits: at each, a trial went on from another trial's checkpoint "
+            "with that trial's values perturbed. Its MLflow run keeps its first values as params and each later "
+            f"segment as the tag `{tags.SEGMENT}<epoch>`; the Optuna study holds one trial per segment.",
+            table(["trial", "went on from", "at epoch", *paths, "Optuna trial", "segment outcome"],
+                  [[f"`{r['trial']}`", f"`{r['parent']}`", str(r["from_epoch"]),
+                    *[param(r["values"].get(p)) for p in paths], str(r["optuna_trial"]), r["outcome"] or "running"]
+                   for r in rows])]
+
+
 def curves_section(s: Search, fig_dir: Path) -> list[str]:
-    from sslray.search.plan import rungs
+    from sslray.search.plan import WHAT, rungs
 
     if not any(t.curve for t in s.trials):
         return ["## Learning curves\n\nNo trial has logged a score yet."]
-    figures.learning_curves(s.trials, s.metric, rungs(s.search_space()), fig_dir / "curves.png")
+    figures.learning_curves(s.trials, s.metric, rungs(s.search_space()), fig_dir / "curves.png",
+                            f"{s.scheduler.label} {WHAT.get(s.scheduler.name, 'milestones')}")
     return ["## Learning curves", "![learning curves](figures/curves.png)"]
 
 

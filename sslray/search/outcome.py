@@ -4,7 +4,8 @@ Tune's stopper, the Optuna study, the MLflow record and the summary all call :fu
 on the same last result, so they cannot disagree:
 
     finished   ran all train.epochs
-    asha       stopped by ASHA at a rung (its last epoch < train.epochs)
+    <name>     stopped by the scheduler plug-in of that name before train.epochs ("asha": at a
+               rung); its reason is the plug-in's ("stopped by ASHA at epoch 2")
     collapsed  embeddings collapsed (RankMe or embedding-std ratio under search.stop's thresholds)
     diverged   the loss went non-finite
     failed     the trial raised (data, out of memory, a dead worker after its retries)
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-OUTCOMES = ("finished", "asha", "collapsed", "diverged", "failed")
+OUTCOMES = ("finished", "asha", "collapsed", "diverged", "failed")  # and any scheduler's name (search.schedulers)
 
 
 def collapse_reason(stop, result: dict[str, Any]) -> str | None:
@@ -39,5 +40,5 @@ def trial_outcome(space, last: dict[str, Any] | None, error: bool = False) -> tu
         return ("diverged" if last.get("status") == "diverged" else "collapsed"), reason
     epoch = int(last.get("epoch") or 0)
     if epoch < space.max_epochs:
-        return "asha", f"stopped by ASHA at epoch {epoch}"
+        return space.scheduler.name, space.scheduler.stop_reason(epoch)
     return "finished", f"ran all {space.max_epochs} epochs"

@@ -102,12 +102,26 @@ class SearchProgress(Callback):
         print(line, file=sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        shown = self.__dict__.setdefault("shown", {})  # trial id -> last epoch printed
+        if trial.trial_id in shown:
+            return  # resumed after a pause (PBT) or a restore: said when it started
+        shown[trial.trial_id] = 0
         params = " ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
         self._say(f"trial {trial.trial_id} start | {params}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" not in result or ("loss" not in result and "status" not in result):
             return
+        shown = self.__dict__.setdefault("shown", {})
+        segments = self.__dict__.setdefault("segments", set())
+        parent = result.get("segment_parent")
+        if parent is not None and (trial.trial_id, parent, result.get("segment_start")) not in segments:
+            segments.add((trial.trial_id, parent, result.get("segment_start")))
+            params = " ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
+            self._say(f"trial {trial.trial_id} goes on from trial {parent}'s epoch {result.get('segment_start')} | {params}")
+        if int(result["epoch"]) <= shown.get(trial.trial_id, 0) and "status" not in result:
+            return  # a resumed trial reports its checkpoint's epoch again
+        shown[trial.trial_id] = int(result["epoch"])
         metric, score = self.space.metric, result.get(self.space.metric)
         if isinstance(score, (int, float)) and math.isfinite(score):
             better = self.best is None or (score > self.best[0] if self.space.mode == "max" else score < self.best[0])
@@ -122,7 +136,7 @@ class SearchProgress(Callback):
         outcome, reason = trial_outcome(self.space, trial.last_result)
         last = (trial.last_result or {}).get(self.space.metric)
         shown = f" | {self.space.metric} {_value(self.space.metric, last)}" if isinstance(last, (int, float)) else ""
-        said = reason if outcome in ("asha", "collapsed") else f"{outcome}: {reason}"  # the reason names those
+        said = reason if outcome not in ("finished", "diverged", "failed") else f"{outcome}: {reason}"  # the reason names those
         self._say(f"trial {trial.trial_id} end   | {said}{shown}")
 
     def on_trial_error(self, iteration, trials, trial, **info):

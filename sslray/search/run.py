@@ -1,4 +1,5 @@
-"""Run a search: Optuna TPE proposes, ASHA stops, every trial trains (in its own process for one
+"""Run a search: Optuna TPE proposes, the scheduler plug-in (FIFO, ASHA, PBT: search.schedulers)
+stops or perturbs, every trial trains (in its own process for one
 worker, through Ray Train for more: see search.trainable), MLflow records.
 
 Layout of one experiment, ``--output``/``<name>`` on the driver's machine:
@@ -108,8 +109,7 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
     from sslray.data import DataError
     from sslray.resources import connect
     from sslray.search.progress import SearchProgress
-    from sslray.search.scheduler import SoundASHA
-    from sslray.search.study import TruthfulOptunaSearch
+    from sslray.search.schedulers import SchedulerState
     from sslray.search.trainable import in_trial, make_trainable, trial_config, trial_resources, warm_data_cache
     from sslray.search.tracking import MLflowTrials
 
@@ -159,18 +159,21 @@ def _run_search(space: SearchSpace, output: str, name: str, resume: bool, verbos
         if resume and tune.Tuner.can_restore(f"{ray_root}/tune"):
             tuner = tune.Tuner.restore(f"{ray_root}/tune", trainable, resume_errored=True)
         else:
-            keep = tune.CheckpointConfig(num_to_keep=base.train.keep_checkpoints)  # in-trial runs
+            plugin = space.scheduler
+            keep = tune.CheckpointConfig(num_to_keep=plugin.num_to_keep(base.train.keep_checkpoints))  # in-trial runs
+            searcher, param_space, recorders = plugin.searcher(space, exp_dir, name)
+            scheduler = plugin.make(space)
+            # SchedulerState: the scheduler's state saved with Tune's and put back by --resume (REFERENCE §12a)
             run_config = tune.RunConfig(name="tune", storage_path=ray_root, stop=CollapseStopper(space), checkpoint_config=keep,
                                         callbacks=[MLflowTrials(tracking_uri, exp_id, parent_id, space, trials_dir),
-                                                   SearchProgress(space), *(callbacks or [])],
+                                                   SearchProgress(space), SchedulerState(plugin, scheduler), *recorders,
+                                                   *(callbacks or [])],
                                         verbose=None if verbose else 0)  # Tune's tables: ours replace them
-            searcher = TruthfulOptunaSearch(space, storage=optuna_storage(exp_dir, name, fresh=True), study_name=name)
-            scheduler = SoundASHA(space.stop, time_attr="epoch", max_t=space.max_epochs, grace_period=space.asha.grace_period,
-                                      reduction_factor=space.asha.reduction_factor)
-            tuner = tune.Tuner(trainable, run_config=run_config,
+            tuner = tune.Tuner(trainable, run_config=run_config, param_space=param_space,
                                tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
                                                            scheduler=scheduler, num_samples=space.num_trials,
-                                                           max_concurrent_trials=space.max_concurrent))
+                                                           max_concurrent_trials=space.max_concurrent
+                                                           if plugin.limits_concurrency else None))
         results = tuner.fit()
     except KeyboardInterrupt:  # stopped before Tune took over the signal
         results = None
@@ -188,7 +191,9 @@ def check_resumable(exp_dir: Path, space: SearchSpace, resume: bool) -> None:
     record = exp_dir / "space.json"
     if not resume or not record.exists():
         return
-    before = _flat(json.loads(record.read_text()))
+    from sslray.search.space import normalized_record
+
+    before = _flat(normalized_record(json.loads(record.read_text())))
     now = _flat(json.loads(json.dumps(space.to_record(), default=str)))
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
@@ -286,6 +291,9 @@ def _finish(space, results, exp_dir: Path, ray_root: str, tracker, parent_id: st
     summary = {"experiment": str(exp_dir), "status": "finished", "metric": space.metric, "mode": space.mode, "trials": len(rows),
                "outcomes": outcomes, "wall_time_s": round(wall_s, 1), "best": best, "table": rows,
                "mlflow_parent_run_id": parent_id}
+    inherited = space.scheduler.inheritance(exp_dir, Path(exp_dir).name)
+    if inherited:  # PBT: which trial went on from which trial's checkpoint, with which values
+        summary["lineage"] = inherited
     for outcome, n in outcomes.items():  # the parent run's columns in the runs table
         tracker.log_metrics(parent_id, {f"trials_{outcome}": n})
     tracker.set_note(parent_id, search_description(space, rows, outcomes, best))  # the run page's top

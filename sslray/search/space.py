@@ -12,7 +12,9 @@
         loss.params.beta: {dist: uniform, low: 0.5, high: 0.999}
         train.batch_size: {dist: int, low: 128, high: 512}
         optim.name:       {dist: choice, values: [lars, sgd]}
-      asha: {grace_period: 10, reduction_factor: 3}   # time attribute: epoch; max_t: train.epochs
+      scheduler: {name: asha, grace_period: 10, reduction_factor: 3}   # fifo | asha | pbt (search.schedulers);
+                                                # time attribute: epoch; max_t: train.epochs. The older
+                                                # `asha: {grace_period: 10, reduction_factor: 3}` still loads
       optuna: {seed: 0, n_startup_trials: 8, points_to_evaluate: [{loss.params.lam: 25.0, ...}]}
       stop: {rankme_below: 2.0, emb_std_ratio_below: 0.05}   # collapse: stop the trial, record why
 
@@ -50,6 +52,9 @@ from pathlib import Path
 from typing import Any
 
 from sslray.config import SPACE_KEYS, Config, ConfigError, _set_path, compose, load_config, parse_overrides, read_yaml
+from sslray.search.schedulers import Asha, AshaConfig, Scheduler, parse_scheduler, scheduler_from_record
+
+__all__ = ["AshaConfig", "OptunaConfig", "ParamSpec", "SearchSpace", "StopConfig", "load_search_space"]
 
 METRICS = ("knn_top1", "probe_top1", "rankme")
 DISTS = ("loguniform", "uniform", "int", "choice")
@@ -67,12 +72,6 @@ class ParamSpec:
     def active(self, chosen: dict[str, Any], base: dict) -> bool:
         """Whether this parameter is sampled, given the values chosen so far."""
         return all(chosen.get(path, _get(base, path)) in values for path, values in self.when.items())
-
-
-@dataclass
-class AshaConfig:
-    grace_period: int = 10
-    reduction_factor: float = 3.0
 
 
 @dataclass
@@ -96,7 +95,7 @@ class SearchSpace:
     mode: str = "max"
     num_trials: int = 16
     max_concurrent: int = 1
-    asha: AshaConfig = field(default_factory=AshaConfig)
+    scheduler: Scheduler = field(default_factory=Asha)  # the plug-in: search.scheduler (or the older search.asha)
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     source: str | None = None  # the file it came from
@@ -106,6 +105,17 @@ class SearchSpace:
     @property
     def max_epochs(self) -> int:
         return int(self.base["train"]["epochs"])
+
+    @property
+    def asha(self) -> AshaConfig:
+        """ASHA's settings when the scheduler is ASHA (older code and files speak of ``space.asha``)."""
+        if self.scheduler.name != "asha":
+            raise AttributeError(f"this search's scheduler is {self.scheduler.name}, not asha")
+        return self.scheduler.settings
+
+    @asha.setter
+    def asha(self, settings: AshaConfig) -> None:
+        self.scheduler = Asha(settings, self.scheduler.where if self.scheduler.name == "asha" else "search.asha")
 
     @property
     def conditional(self) -> bool:
@@ -133,8 +143,24 @@ class SearchSpace:
         """What a resumed search must agree with: the resolved base and the search settings."""
         return {"base": self.base, "params": [dataclasses.asdict(p) for p in self.params], "metric": self.metric,
                 "mode": self.mode, "num_trials": self.num_trials, "max_concurrent": self.max_concurrent,
-                "asha": dataclasses.asdict(self.asha), "optuna": dataclasses.asdict(self.optuna),
-                "stop": dataclasses.asdict(self.stop)}
+                "scheduler": self.scheduler.record(), "optuna": dataclasses.asdict(self.optuna),
+                "stop": dataclasses.asdict(self.stop),
+                **({"asha": dataclasses.asdict(self.asha)} if self.scheduler.name == "asha" else {})}
+
+    @classmethod
+    def from_record(cls, s: dict[str, Any], source: str | None = None) -> "SearchSpace":
+        """The space a search ran, from its space.json (one written before scheduler plug-ins too)."""
+        return cls(base=s["base"], params=[ParamSpec(**p) for p in s["params"]], metric=s["metric"], mode=s["mode"],
+                   num_trials=s["num_trials"], max_concurrent=s["max_concurrent"],
+                   scheduler=scheduler_from_record(s), optuna=OptunaConfig(**s["optuna"]),
+                   stop=StopConfig(**s["stop"]), source=source)
+
+
+def normalized_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A space.json in today's form: one written before scheduler plug-ins names its scheduler."""
+    if "scheduler" in record or "asha" not in record:
+        return record
+    return {**record, "scheduler": {"name": "asha", **record["asha"]}}
 
 
 def _get(raw: dict, path: str) -> Any:
@@ -287,7 +313,7 @@ def load_search_space(path: str | Path, overrides: list[str] | None = None) -> S
     s = raw.get("search")
     if not isinstance(s, dict):
         raise ConfigError(f"{path}: a 'search' section is required; allowed: search: {{params: ..., ...}}")
-    allowed = {"metric", "mode", "num_trials", "max_concurrent", "params", "asha", "optuna", "stop"}
+    allowed = {"metric", "mode", "num_trials", "max_concurrent", "params", "scheduler", "asha", "optuna", "stop"}
     unknown = sorted(set(s) - allowed)
     if unknown:
         raise ConfigError(f"search: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -312,7 +338,7 @@ def load_search_space(path: str | Path, overrides: list[str] | None = None) -> S
     space = SearchSpace(
         base=base, params=params, metric=metric, mode=mode,
         num_trials=_int(s, "num_trials", 16), max_concurrent=_int(s, "max_concurrent", 1),
-        asha=_dataclass_from(AshaConfig, s.get("asha"), "search.asha"),
+        scheduler=parse_scheduler(s.get("scheduler"), s.get("asha")),
         optuna=_dataclass_from(OptunaConfig, s.get("optuna"), "search.optuna"),
         stop=_dataclass_from(StopConfig, s.get("stop"), "search.stop"),
         source=str(path), text=text, overrides=list(overrides or []),
@@ -322,11 +348,7 @@ def load_search_space(path: str | Path, overrides: list[str] | None = None) -> S
         raise ConfigError(f"search.num_trials: {space.num_trials} is out of range; allowed: >= 1")
     if space.max_concurrent < 1:
         raise ConfigError(f"search.max_concurrent: {space.max_concurrent} is out of range; allowed: >= 1")
-    if not 1 <= space.asha.grace_period <= space.max_epochs:
-        raise ConfigError(f"search.asha.grace_period: {space.asha.grace_period} is out of range; "
-                          f"allowed: [1, train.epochs={space.max_epochs}]")
-    if space.asha.reduction_factor <= 1:
-        raise ConfigError(f"search.asha.reduction_factor: {space.asha.reduction_factor} is out of range; allowed: > 1")
+    space.scheduler.check(space)
     if space.optuna.n_startup_trials < 0:
         raise ConfigError(f"search.optuna.n_startup_trials: {space.optuna.n_startup_trials} is out of range; allowed: >= 0")
     for i, point in enumerate(space.optuna.points_to_evaluate):

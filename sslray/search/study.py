@@ -7,7 +7,8 @@ intermediate value (step = epoch, which survives a restore; Tune's training_iter
 and ends each trial by its outcome (:mod:`sslray.search.outcome`):
 
     finished                    COMPLETE, value = the last epoch's score
-    asha, collapsed, diverged   PRUNED, with the scores it reached as intermediate values
+    asha (any scheduler's stop),
+    collapsed, diverged         PRUNED, with the scores it reached as intermediate values
     failed                      FAIL
 
 Why PRUNED for collapsed and diverged rather than FAIL: TPE ignores FAIL trials entirely, so it
@@ -112,7 +113,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         value = (result or {}).get(self.metric)
         if outcome == "finished" and isinstance(value, (int, float)) and math.isfinite(value):
             state, value = TrialState.COMPLETE, float(value)
-        elif outcome in ("asha", "collapsed", "diverged"):
+        elif outcome != "failed":  # stopped by the scheduler, collapsed or diverged
             state, value = TrialState.PRUNED, None
         else:
             state, value = TrialState.FAIL, None

@@ -76,6 +76,8 @@ class MLflowTrials(Callback):
         self._run_id(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("segment_parent") is not None:
+            self._segment(trial, result)
         epoch = int(result.get("epoch", 0))
         if epoch <= self.last_epoch.get(trial.trial_id, 0):
             return  # already logged (a resumed trial replays nothing twice)
@@ -89,6 +91,24 @@ class MLflowTrials(Callback):
             result.get("checkpoint_dir_name") and f"{trial.path}/{result['checkpoint_dir_name']}")
         if ckpt:
             self.tracker.set_tags(self._run_id(trial), {tags.CHECKPOINT: ckpt})
+
+    def _segment(self, trial, result: dict) -> None:
+        """PBT: the trial went on from ``segment_parent``'s checkpoint of epoch ``segment_start`` with
+        the values now in its config. The run's params stay its first segment's; each later segment is
+        the tag ``tags.segment(start epoch)`` = {"parent": ..., "values": ...} (idempotent: a
+        restored search writes the same tag again)."""
+        import json
+
+        start = int(result.get("segment_start", 0))
+        tagged = self.__dict__.setdefault("segments", set())
+        if (trial.trial_id, start) in tagged:
+            return
+        tagged.add((trial.trial_id, start))
+        run_id = self._run_id(trial)
+        self.tracker.set_tags(run_id, {tags.segment(start): json.dumps({"parent": result["segment_parent"],
+                                                                        "values": dict(trial.config)})})
+        # its epochs after ``start`` ran with the new values: logged even where an earlier segment logged them
+        self.last_epoch[trial.trial_id] = min(self.last_epoch.get(trial.trial_id, 0), start)
 
     def _end(self, trial, status: str, reason: str) -> None:
         run_id = self._run_id(trial)

@@ -58,25 +58,39 @@ def warm_data_cache(cfg: Config) -> None:
 
 class TuneReporter:
     """The loop's reporter inside a one-worker Tune trial: metrics into the run directory, the
-    epoch's result (and checkpoint) to Tune."""
+    epoch's result (and checkpoint) to Tune.
 
-    def __init__(self, cfg: Config):
+    Lineage (PBT): every checkpoint carries ``lineage``, the segments its weights went through:
+    ``[{trial, from_epoch, parent, values}, ...]``. A trial that resumes from a checkpoint whose
+    last segment is another trial's, or ran other values (PBT's exploit: the clone's checkpoint,
+    the perturbed values in this trial's config), starts a new segment, and each report of it says
+    so (``segment_parent``, ``segment_start``: the trial and epoch of the checkpoint it went on
+    from): MLflow and the Optuna study record it from there."""
+
+    def __init__(self, cfg: Config, trial_id: str | None = None, values: dict[str, Any] | None = None):
         from sslray.rundir import RunDir
 
         self.cfg = cfg
         # the driver prints one line per trial-epoch; the run directory keeps the trial's own log
         self.dir = RunDir(cfg, Path(cfg.train.output_dir) / cfg.train.run_name, echo=False)
+        self.lineage = [{"trial": trial_id, "from_epoch": 0, "parent": None, "values": dict(values or {})}]
 
     def resume_state(self) -> dict | None:
-        """Tune's latest checkpoint of this trial (a restored search), else train.resume, else None."""
+        """Tune's latest checkpoint of this trial (a restored search, or the trial PBT cloned into
+        this one), else train.resume, else None. A checkpoint of another architecture is refused."""
         import ray.tune
+
+        from sslray.local_run import check_resumable
 
         ckpt = ray.tune.get_checkpoint()
         if ckpt is None:
             explicit = self.cfg.train.resume not in (None, "auto")
             return load_checkpoint(self.cfg.train.resume) if explicit else None
         with ckpt.as_directory() as d:  # downloads from remote storage if needed
-            return load_checkpoint(Path(d) / RAY_CKPT_FILE)
+            state = load_checkpoint(Path(d) / RAY_CKPT_FILE)
+        check_resumable(state, self.cfg, ckpt.path)  # PBT perturbs values, never the network
+        self.lineage = inherit(state.get("lineage"), self.lineage[0], state["epoch"])
+        return state
 
     def log(self, line: str) -> None:
         self.dir.log(line)
@@ -85,6 +99,11 @@ class TuneReporter:
         import ray
         import ray.tune
 
+        last = self.lineage[-1]
+        if last["parent"] is not None:  # this segment went on from a checkpoint of other values (PBT)
+            metrics = {**metrics, "segment_parent": last["parent"], "segment_start": last["from_epoch"]}
+        if checkpoint is not None:
+            checkpoint = {**checkpoint, "lineage": self.lineage}
         # which node ran it, as a Ray Train run's rows say for each of its workers
         self.dir.add_metrics({**metrics, "worker_nodes": [ray.get_runtime_context().get_node_id()]})
         if checkpoint is None:
@@ -93,6 +112,18 @@ class TuneReporter:
         with tempfile.TemporaryDirectory() as d:  # Tune copies it to storage before report returns
             save_checkpoint(checkpoint, Path(d) / RAY_CKPT_FILE)
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(d))
+
+
+def inherit(saved: list[dict] | None, mine: dict[str, Any], epoch: int) -> list[dict]:
+    """The lineage of a trial resuming from a checkpoint of ``epoch`` with lineage ``saved``: the
+    same segment when the checkpoint is its own with the same values (a restored search), else a
+    new segment that went on from the checkpoint's last trial."""
+    if not saved:  # written before lineage, or by this trial's first segment before a restore
+        return [mine]
+    last = saved[-1]
+    if last["trial"] == mine["trial"] and last["values"] == mine["values"]:
+        return list(saved)
+    return [*saved, {**mine, "from_epoch": int(epoch), "parent": last["trial"]}]
 
 
 def trial_resources(cfg: Config, trial_cpus: float) -> dict[str, float]:
@@ -121,7 +152,7 @@ def make_trainable(space, trials_storage: str, trials_dir: str, workers: int):
         # Ray sets OMP_NUM_THREADS to the trial's CPUs only where it is unset, and nothing sets
         # torch's pool (REFERENCE §9): size it to what Tune reserved, so trials never oversubscribe.
         torch.set_num_threads(max(1, int(cfg.scale.cpus_per_worker)))
-        run(cfg, TuneReporter(cfg))
+        run(cfg, TuneReporter(cfg, ray.tune.get_context().get_trial_id(), params))
 
     def train_trial(params: dict[str, Any]) -> None:
         import ray.tune

@@ -4,7 +4,8 @@ a distillation and the report read and write runs by these names.
     run                     tags
     a search's parent run   ROLE = search, SEARCH (its name), OVERRIDES, SPACE_FILE
     a trial's run           TRIAL_ID (the Tune trial id), SEARCHED (the searched paths, ", "-joined),
-                            CHECKPOINT (its latest), OUTCOME and STOP_REASON (when it ended)
+                            CHECKPOINT (its latest), OUTCOME and STOP_REASON (when it ended);
+                            under PBT, segment(epoch) for each segment after the first
     a comparison's run      ROLE = compare, ARMS
     a final's run           ROLE = final, FINAL ("<arm>/seed<seed>"), ARM; the trial tags above
     a distillation's run    ROLE = distill, TEACHER (as given)
@@ -23,6 +24,12 @@ FINAL = "sslray.final"  # a resumed comparison finds its finals' runs by it
 ARM = "sslray.arm"
 ARMS = "sslray.arms"
 TEACHER = "sslray.teacher"
+SEGMENT = "sslray.segment."  # + the epoch a PBT segment starts at: {"parent": trial id, "values": its config}
+
+
+def segment(start_epoch: int) -> str:
+    """The tag of a PBT trial's segment that began (from another trial's checkpoint) at this epoch."""
+    return f"{SEGMENT}{start_epoch}"
 
 ALL = (ROLE, SEARCH, OVERRIDES, SPACE_FILE, TRIAL_ID, SEARCHED, CHECKPOINT, OUTCOME, STOP_REASON, FINAL, ARM, ARMS,
-       TEACHER)
+       TEACHER, SEGMENT)
