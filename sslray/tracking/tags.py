@@ -8,6 +8,7 @@ a distillation and the report read and write runs by these names.
     a comparison's run      ROLE = compare, ARMS
     a final's run           ROLE = final, FINAL ("<arm>/seed<seed>"), ARM; the trial tags above
     a distillation's run    ROLE = distill, TEACHER (as given)
+    a PBT trial's run       segment(start): each later segment's parent and values
 """
 
 ROLE = "sslray.role"  # search | compare | final | distill
@@ -23,6 +24,15 @@ FINAL = "sslray.final"  # a resumed comparison finds its finals' runs by it
 ARM = "sslray.arm"
 ARMS = "sslray.arms"
 TEACHER = "sslray.teacher"
+
+SEGMENT_PREFIX = "sslray.segment."
+
+
+def segment(start: int) -> str:
+    """The tag of a trial's segment that starts at epoch ``start`` (PBT: the trial went on from
+    another trial's checkpoint with new values)."""
+    return f"{SEGMENT_PREFIX}{start}"
+
 
 ALL = (ROLE, SEARCH, OVERRIDES, SPACE_FILE, TRIAL_ID, SEARCHED, CHECKPOINT, OUTCOME, STOP_REASON, FINAL, ARM, ARMS,
        TEACHER)
