@@ -172,9 +172,10 @@ def test_no_module_outside_sslray_tracking_imports_mlflow():
 def test_tag_names_are_spelled_only_in_tags_py():
     from sslray.tracking.store import KIND_TAG, NOTE_TAG, PARENT_TAG
 
-    assert len(set(tags.ALL)) == 14 and all(t.startswith("sslray.") for t in tags.ALL)
-    assert {v for k, v in vars(tags).items() if k.isupper() and k != "ALL"} == set(tags.ALL)
-    ours = re.compile(r"(?<![\w.])(" + "|".join(re.escape(t) for t in tags.ALL) + r")(?![\w.])")
+    assert len(set(tags.ALL)) == 13 and all(t.startswith("sslray.") for t in tags.ALL)
+    assert {v for k, v in vars(tags).items() if k.isupper() and k not in ("ALL", "SEGMENT_PREFIX")} == set(tags.ALL)
+    assert tags.segment(12) == "sslray.segment.12"
+    ours = re.compile(r"(?<![\w.])(" + "|".join(re.escape(t) for t in tags.ALL) + r")(?![\w.])|sslray\.segment\.")
     mlflows = re.compile("|".join(re.escape(t) for t in (PARENT_TAG, NOTE_TAG, KIND_TAG)))
     offenders = []
     for path in _sources():

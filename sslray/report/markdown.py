@@ -146,7 +146,7 @@ def lineage_section(s: Search) -> list[str]:
     paths = [p["path"] for p in s.params]
     return ["## Inheritance", f"{len(rows)} exploits: at each, a trial went on from another trial's checkpoint "
             "with that trial's values perturbed. Its MLflow run keeps its first values as params and each later "
-            f"segment as the tag `{tags.SEGMENT}<epoch>`; the Optuna study holds one trial per segment.",
+            f"segment as the tag `{tags.SEGMENT_PREFIX}<epoch>`; the Optuna study holds one trial per segment.",
             table(["trial", "went on from", "at epoch", *paths, "Optuna trial", "segment outcome"],
                   [[f"`{r['trial']}`", f"`{r['parent']}`", str(r["from_epoch"]),
                     *[param(r["values"].get(p)) for p in paths], str(r["optuna_trial"]), r["outcome"] or "running"]

@@ -4,11 +4,11 @@ a distillation and the report read and write runs by these names.
     run                     tags
     a search's parent run   ROLE = search, SEARCH (its name), OVERRIDES, SPACE_FILE
     a trial's run           TRIAL_ID (the Tune trial id), SEARCHED (the searched paths, ", "-joined),
-                            CHECKPOINT (its latest), OUTCOME and STOP_REASON (when it ended);
-                            under PBT, segment(epoch) for each segment after the first
+                            CHECKPOINT (its latest), OUTCOME and STOP_REASON (when it ended)
     a comparison's run      ROLE = compare, ARMS
     a final's run           ROLE = final, FINAL ("<arm>/seed<seed>"), ARM; the trial tags above
     a distillation's run    ROLE = distill, TEACHER (as given)
+    a PBT trial's run       segment(start): each later segment's parent and values
 """
 
 ROLE = "sslray.role"  # search | compare | final | distill
@@ -24,12 +24,15 @@ FINAL = "sslray.final"  # a resumed comparison finds its finals' runs by it
 ARM = "sslray.arm"
 ARMS = "sslray.arms"
 TEACHER = "sslray.teacher"
-SEGMENT = "sslray.segment."  # + the epoch a PBT segment starts at: {"parent": trial id, "values": its config}
+
+SEGMENT_PREFIX = "sslray.segment."
 
 
-def segment(start_epoch: int) -> str:
-    """The tag of a PBT trial's segment that began (from another trial's checkpoint) at this epoch."""
-    return f"{SEGMENT}{start_epoch}"
+def segment(start: int) -> str:
+    """The tag of a trial's segment that starts at epoch ``start`` (PBT: the trial went on from
+    another trial's checkpoint with new values)."""
+    return f"{SEGMENT_PREFIX}{start}"
+
 
 ALL = (ROLE, SEARCH, OVERRIDES, SPACE_FILE, TRIAL_ID, SEARCHED, CHECKPOINT, OUTCOME, STOP_REASON, FINAL, ARM, ARMS,
-       TEACHER, SEGMENT)
+       TEACHER)
