@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -596,6 +596,31 @@ def load_knobs(cls: type, raw: dict, where: str) -> Any:
     return obj
 
 
+def settings_from(cls: type, raw: Any, where: str) -> Any:
+    """A small settings dataclass (a search's ``optuna``, ``stop``, a scheduler's settings) from a
+    YAML mapping: unknown keys and wrong types are one ConfigError naming ``<where>.<key>``; absent
+    keys take the dataclass's defaults."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping; allowed: keys {', '.join(f.name for f in dataclasses.fields(cls))}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    for k, v in raw.items():
+        want = hints[k]
+        ok = (v is None and type(None) in typing.get_args(want)) or isinstance(v, typing.get_origin(want) or want) \
+            or (want in (float, float | None) and isinstance(v, (int, float)) and not isinstance(v, bool))
+        if isinstance(v, bool) and want in (int, float, float | None):
+            ok = False
+        if not ok:
+            kind = {int: "an integer", float: "a number", float | None: "a number or null"}.get(want, "a list")
+            raise ConfigError(f"{where}.{k}: {v!r} has the wrong type; allowed: {kind}")
+    return cls(**raw)
+
+
 def _check_declared(node: Any, prefix: str) -> None:
     """Each field's declared choices and bounds (see :func:`knob`), in declaration order."""
     for f in dataclasses.fields(node):
@@ -620,71 +645,40 @@ def _check_declared(node: Any, prefix: str) -> None:
             _range(name, value, m["lo"], m["hi"], lo_open=m["lo_open"], hi_open=m["hi_open"])
 
 
+# Rules that need a registry (data sources, encoders, methods) live with the registries, which sit
+# above this module; each registers here (sslray.rules, imported by the sslray package itself, so
+# they are in place before any config is loaded) and validate() runs them after the field checks.
+RULES: list[Callable[[Config], None]] = []
+
+
+def rule(check: Callable[[Config], None]) -> Callable[[Config], None]:
+    """Register a validation rule: ``check(cfg)`` raises ConfigError naming the field."""
+    RULES.append(check)
+    return check
+
+
 def validate(cfg: Config) -> None:
     """Check every value; raise ConfigError naming the first bad field. Reads no data.
 
-    Every field's own choices and bounds come from its declaration (:func:`knob`); what follows
-    here are the rules that involve more than one field or a registry (data sources, encoders,
-    methods)."""
-    from sslray import data as data_mod
-    from sslray import methods, models
-
+    Every field's own choices and bounds come from its declaration (:func:`knob`); then the rules
+    between fields of the schema, then the registered :data:`RULES` (data sources, encoders, the
+    method's parameters, crops and batch)."""
+    assert RULES, "no validation rules registered: sslray.rules was not imported"
     _check_declared(cfg, "")
-    d = cfg.data
-    _choice("data.source", d.source, list(data_mod.SOURCES))
+    d, t = cfg.data, cfg.train
     if d.source in ("imagefolder", "parquet") and not d.train_path:
         raise ConfigError(f"data.train_path: required for data.source={d.source}; allowed: a file, a folder of "
                           "shards or a URI")
     if d.limit is not None and d.fraction is not None:
         raise ConfigError("data.limit / data.fraction: both are set; allowed: at most one of them")
-
-    v, m = cfg.views, cfg.model
-    _choice("model.encoder", m.encoder, list(models.ENCODERS))
-    try:
-        dim = models.projector_dims(m.projector)[-1]
-    except ValueError as e:
-        raise ConfigError(f"model.projector: {e}") from None
-    # here, where the encoder is known: too small a view would fail (small_cnn) or degenerate (ResNets)
-    # at the first step, after the run directory exists
-    smallest = models.min_input_size(m.encoder, m.stem, v.size)  # the stem is chosen for views.size
-    stem = "" if m.encoder == "small_cnn" else f" with model.stem={m.stem}"
-    for where, size in [("views.size", v.size)] + [(f"views.crops.{i}.size", g.size) for i, g in enumerate(v.crops)]:
-        if size is not None and size < smallest:
-            raise ConfigError(f"{where}: {size} is too small for model.encoder={m.encoder}{stem}; "
-                              f"allowed: >= {smallest}")
-
-    _choice("loss.name", cfg.loss.name, list(methods.METHODS))
-    try:
-        methods.check_method(cfg.loss.name, cfg.loss.params, dim=dim)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"loss.params: {e}") from None
-    u = cfg.loss.uota
-    _range("loss.uota.start_epoch", u.start_epoch, 0, cfg.train.epochs - 1)
-    weighted = [n for n, m in methods.METHODS.items() if m.view_weighting]
-    if u.enabled and cfg.loss.name not in weighted:
-        raise ConfigError(f"loss.uota.enabled: {cfg.loss.name}'s loss is not a mean over views; allowed: true only "
-                          f"with loss.name {', '.join(weighted)}")
-    crops = [g.count for g in v.crops]
-    wanted = methods.METHODS[cfg.loss.name].crops
-    if wanted is not None and sum(crops) != wanted:
-        raise ConfigError(f"views.crops: {cfg.loss.name} takes {wanted} crops per image, these groups give "
-                          f"{sum(crops)} ({' + '.join(map(str, crops))}); allowed: counts summing to {wanted}")
-    if wanted is None and sum(crops) < 2:
-        raise ConfigError(f"views.crops: {cfg.loss.name} takes 2 or more crops per image, these groups give "
-                          f"{sum(crops)}; allowed: counts summing to 2 or more")
-
-    t = cfg.train
-    try:
-        methods.METHODS[cfg.loss.name].check_batch(cfg.loss.params, t.batch_size)
-    except ValueError as e:
-        raise ConfigError(f"train.batch_size: {e}") from None
+    _range("loss.uota.start_epoch", cfg.loss.uota.start_epoch, 0, t.epochs - 1)
     if t.resume == "auto" and not t.run_name:  # else a fresh run would start under a new timestamp name
         raise ConfigError("train.resume: 'auto' needs train.run_name (the run to continue); "
                           "allowed: train.run_name=NAME with train.resume=auto, or a checkpoint path")
-
-    s = cfg.scale
-    if s.use_gpu and t.device == "cpu":
+    if cfg.scale.use_gpu and t.device == "cpu":
         raise ConfigError("scale.use_gpu: true contradicts train.device=cpu; allowed: use_gpu=false, or device auto/cuda")
+    for check in RULES:
+        check(cfg)
 
 
 def _plain(obj: Any) -> Any:

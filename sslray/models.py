@@ -13,7 +13,6 @@ every method here evaluates the representation, never the embedding.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 ENCODERS = ("resnet18", "resnet50", "small_cnn")

@@ -581,7 +581,7 @@ def test_searcher_restored_from_before_a_trial_was_told_does_not_tell_it_again(t
     failed search)."""
     import pickle
 
-    from sslray.search.run import optuna_storage
+    from sslray.search.study import optuna_storage
     from sslray.search.study import TruthfulOptunaSearch
 
     path, _ = _space(tmp_path)
@@ -614,7 +614,7 @@ def test_a_trial_that_diverged_or_collapsed_no_longer_sets_ashas_bar():
 
     from ray.tune.schedulers import TrialScheduler
 
-    from sslray.search.scheduler import SoundASHA
+    from sslray.search.schedulers.asha import SoundASHA
 
     space = load_search_space(REPO / "search_spaces" / "quickstart.yaml", ["train.epochs=18"])  # rungs 2, 6
     asha = SoundASHA(space.stop, time_attr="epoch", metric="knn_top1", mode="max", max_t=18, grace_period=2,

@@ -48,7 +48,7 @@ def run_compare(arms: dict[str, SearchSpace], exp_dir: Path, seeds: list[int], s
                 tracking_uri: str | None = None, address: str | None = None, num_cpus: float | None = None,
                 storage: str | None = None, finals_concurrent: int = 2) -> dict[str, Any]:
     from sslray.resources import connect
-    from sslray.search.run import ray_storage, run_search, search_exists
+    from sslray.search.run import run_search, search_exists
 
     t0 = time.time()
     scales = [load_config(s.base).scale for s in arms.values()]

@@ -41,8 +41,7 @@ def ask_population(space, exp_dir: Path, name: str) -> list[tuple[int, dict[str,
     import optuna
     from optuna.samplers import TPESampler
 
-    from sslray.search.run import optuna_storage
-    from sslray.search.study import suggest
+    from sslray.search.study import optuna_storage, suggest
 
     o = space.optuna
     study = optuna.create_study(storage=optuna_storage(Path(exp_dir), name, fresh=True), study_name=name,

@@ -209,17 +209,6 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): d}
 
 
-def optuna_storage(exp_dir: Path, name: str, fresh: bool):
-    """The study's SQLite storage in the experiment folder; a fresh search drops a stale study of
-    the same name (left by a search that died before Tune saved any state)."""
-    import optuna
-
-    storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}")
-    if fresh and name in {s.study_name for s in storage.get_all_studies()}:
-        optuna.delete_study(study_name=name, storage=storage)
-    return storage
-
-
 ORPHANED = "orphaned: the search driver was killed before Tune saved this trial (Tune starts a new one instead)"
 
 

@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslray.config import SPACE_KEYS, Config, ConfigError, _set_path, compose, load_config, parse_overrides, read_yaml
+from sslray.config import (SPACE_KEYS, Config, ConfigError, _set_path, compose, load_config, parse_overrides,
+                           read_yaml, settings_from)
 from sslray.search.schedulers import Asha, AshaConfig, Scheduler, parse_scheduler, scheduler_from_record
 
 __all__ = ["AshaConfig", "OptunaConfig", "ParamSpec", "SearchSpace", "StopConfig", "load_search_space"]
@@ -276,28 +276,6 @@ def _parse_when(where: str, raw: Any, earlier: dict[str, ParamSpec]) -> dict[str
     return out
 
 
-def _dataclass_from(cls, raw: Any, where: str):
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping; allowed: keys {', '.join(f.name for f in dataclasses.fields(cls))}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
-    for k, v in raw.items():
-        want = hints[k]
-        ok = (v is None and type(None) in typing.get_args(want)) or isinstance(v, typing.get_origin(want) or want) \
-            or (want in (float, float | None) and isinstance(v, (int, float)) and not isinstance(v, bool))
-        if isinstance(v, bool) and want in (int, float, float | None):
-            ok = False
-        if not ok:
-            kind = {int: "an integer", float: "a number", float | None: "a number or null"}.get(want, "a list")
-            raise ConfigError(f"{where}.{k}: {v!r} has the wrong type; allowed: {kind}")
-    return cls(**raw)
-
-
 def load_search_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
     """Load, resolve (base file + ``config`` + command-line ``overrides``) and validate a search space."""
     path = Path(path)
@@ -339,8 +317,8 @@ def load_search_space(path: str | Path, overrides: list[str] | None = None) -> S
         base=base, params=params, metric=metric, mode=mode,
         num_trials=_int(s, "num_trials", 16), max_concurrent=_int(s, "max_concurrent", 1),
         scheduler=parse_scheduler(s.get("scheduler"), s.get("asha")),
-        optuna=_dataclass_from(OptunaConfig, s.get("optuna"), "search.optuna"),
-        stop=_dataclass_from(StopConfig, s.get("stop"), "search.stop"),
+        optuna=settings_from(OptunaConfig, s.get("optuna"), "search.optuna"),
+        stop=settings_from(StopConfig, s.get("stop"), "search.stop"),
         source=str(path), text=text, overrides=list(overrides or []),
     )
     _check_ends(space)

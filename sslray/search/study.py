@@ -23,12 +23,15 @@ storage="sqlite:///.../optuna.db")`` or ``optuna-dashboard sqlite:///.../optuna.
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.search.optuna import OptunaSearch
 
 from sslray.search.outcome import trial_outcome
-from sslray.search.space import ParamSpec, SearchSpace
+
+if TYPE_CHECKING:  # annotations only: the space module loads the schedulers, whose searcher is this
+    from sslray.search.space import ParamSpec, SearchSpace
 
 
 def suggest(trial, p: ParamSpec) -> Any:
@@ -119,3 +122,14 @@ class TruthfulOptunaSearch(OptunaSearch):
             state, value = TrialState.FAIL, None
         self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
+
+
+def optuna_storage(exp_dir: Path, name: str, fresh: bool):
+    """The study's SQLite storage in the experiment folder; a fresh search drops a stale study of
+    the same name (left by a search that died before Tune saved any state)."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}")
+    if fresh and name in {s.study_name for s in storage.get_all_studies()}:
+        optuna.delete_study(study_name=name, storage=storage)
+    return storage

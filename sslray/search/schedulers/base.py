@@ -20,6 +20,7 @@ rungs (and PBT's per-trial times and scores) across a killed driver.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Any, ClassVar
@@ -27,11 +28,11 @@ from typing import Any, ClassVar
 from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 
-from sslray.config import ConfigError
+from sslray.config import ConfigError, settings_from
 from sslray.search.outcome import collapse_reason
 
 
-class Scheduler:
+class Scheduler(abc.ABC):
     """One scheduler plug-in: ``name`` in the search-space file, ``label`` in messages."""
 
     name: ClassVar[str]
@@ -49,12 +50,10 @@ class Scheduler:
     # ---- the search-space file
     @classmethod
     def from_raw(cls, raw: dict[str, Any], where: str = "search.scheduler") -> "Scheduler":
-        from sslray.search.space import _dataclass_from
-
         if raw and not dataclasses.fields(cls.Settings):
             raise ConfigError(f"{where}: {cls.name} takes no settings, got {', '.join(sorted(raw))}; "
                               f"allowed: {{name: {cls.name}}}")
-        return cls(_dataclass_from(cls.Settings, raw, where), where)
+        return cls(settings_from(cls.Settings, raw, where), where)
 
     def check(self, space) -> None:
         """Settings against the resolved space (train.epochs, scale, the searched parameters);
@@ -65,14 +64,14 @@ class Scheduler:
         return {"name": self.name, **dataclasses.asdict(self.settings)}
 
     # ---- the search
+    @abc.abstractmethod
     def make(self, space) -> TrialScheduler:
-        raise NotImplementedError
+        """The Tune scheduler of a search over ``space`` (collapse-aware: wrapped by Sound)."""
 
     def searcher(self, space, exp_dir, name: str) -> tuple[Any, dict | None, list[Callback]]:
         """(Tune search algorithm, param_space, more Tune callbacks) of a fresh search: by default
         Optuna's TPE through Tune (search.study), the study in ``<experiment>/optuna.db``."""
-        from sslray.search.run import optuna_storage
-        from sslray.search.study import TruthfulOptunaSearch
+        from sslray.search.study import TruthfulOptunaSearch, optuna_storage
 
         return TruthfulOptunaSearch(space, storage=optuna_storage(exp_dir, name, fresh=True), study_name=name), None, []
 
