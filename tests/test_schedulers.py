@@ -206,6 +206,44 @@ def test_pbt_state_saved_and_restored(tmp_path):
     assert after._next_perturbation_sync == 4
 
 
+def test_synchronous_pbt_ranks_the_waiting_trials_when_a_straggler_ends_early(tmp_path):
+    """Two trials wait at the boundary (epoch 2); the third collapses at epoch 1 and never reports
+    there. Ray's synchronous PBT only ranks on a report at the boundary, so without release_waiting
+    the two would stay paused for ever (seen: a real CIFAR search hung). They are ranked when the
+    straggler ends: the better one checkpoints, the worse one exploits it, the next boundary is 4."""
+    path, _ = _with_scheduler(tmp_path, "pbt", {"perturbation_interval": 2, "synch": True})
+    space = load_search_space(path)
+    pbt = space.scheduler.make(space)
+    pbt.set_search_properties("knn_top1", "max")
+
+    class Trial(_Trial):
+        status = "PAUSED"
+
+        def is_finished(self):
+            return False
+
+    a, b, c = Trial("a"), Trial("b"), Trial("c")
+    controller = SimpleNamespace(search_alg=None, get_live_trials=lambda: [a, b, c])
+    for t in (a, b, c):
+        pbt.on_trial_add(controller, t)
+    for t, score in ((a, 0.5), (b, 0.3)):
+        st = pbt._trial_state[t]
+        st.last_score, st.last_train_time = score, 2
+    pbt._next_perturbation_sync = 2
+    pbt._trial_state[c].last_train_time = 1
+    calls = []
+    pbt._checkpoint_or_exploit = lambda t, ctl, upper, lower: calls.append(
+        (t.trial_id, [u.trial_id for u in upper], [w.trial_id for w in lower]))
+    pbt.forget(c)  # the collapse: never ranked, never cloned
+    pbt.on_trial_complete(controller, c, {"epoch": 1})
+    assert calls == [("a", ["a"], ["b"]), ("b", ["a"], ["b"])]
+    assert pbt._next_perturbation_sync == 4
+    calls.clear()
+    pbt._trial_state[b].last_train_time = 1  # a trial still behind the boundary: nothing to rank yet
+    pbt.on_trial_complete(controller, c, {"epoch": 1})
+    assert calls == []
+
+
 def test_a_resume_with_changed_values_trains_with_the_new_ones(tiny_cfg, tmp_path):
     """PBT's exploit: the clone's checkpoint, the perturbed lr, weight decay and loss weight. The
     loop keeps the optimiser's state and takes every setting from the new config."""

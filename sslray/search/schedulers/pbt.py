@@ -95,6 +95,35 @@ class SoundPBT(Sound, PopulationBasedTraining):
         if state is not None:  # never ranked, never cloned
             state.last_score, state.last_checkpoint = None, None
 
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, result)
+        self.release_waiting(tune_controller, ended=trial)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        super().on_trial_remove(tune_controller, trial)
+        self.release_waiting(tune_controller, ended=trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        super().on_trial_error(tune_controller, trial)
+        self.release_waiting(tune_controller, ended=trial)
+
+    def release_waiting(self, tune_controller, ended) -> None:
+        """Synchronous PBT ranks the population when the last live trial reports at the boundary. A
+        trial that ends before it (collapsed, diverged, failed, or stopped at its last epoch) never
+        reports there, and Ray's PBT would keep the others paused at the boundary for ever (its
+        choose_trial_to_run only starts trials behind it). Rank them now, as that report would have."""
+        if not self._synch:
+            return
+        waiting = [t for t in tune_controller.get_live_trials() if t is not ended and t in self._trial_state]
+        if not waiting or any(self._trial_state[t].last_train_time < self._next_perturbation_sync for t in waiting):
+            return
+        lower, upper = self._quantiles()
+        for t in upper + [t for t in waiting if t not in upper and t not in lower] + lower:
+            self._trial_state[t].last_perturbation_time = self._trial_state[t].last_train_time
+            self._checkpoint_or_exploit(t, tune_controller, upper, lower)
+        self._next_perturbation_sync = max(self._next_perturbation_sync + self._perturbation_interval,
+                                           max(self._trial_state[t].last_train_time for t in waiting))
+
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
         saved = self.restored.pop(trial.trial_id, None)
