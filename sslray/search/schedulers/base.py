@@ -114,7 +114,7 @@ class Scheduler(abc.ABC):
         return None
 
     def set_state(self, scheduler: TrialScheduler, state: dict) -> None:
-        pass
+        """Put back what get_state saved; a scheduler that keeps no state has nothing to put back."""
 
 
 class Sound:
@@ -126,7 +126,8 @@ class Sound:
         self.stop = stop  # the search's collapse thresholds (SearchSpace.stop)
 
     def forget(self, trial) -> None:
-        pass
+        """Drop what the scheduler recorded of a diverged or collapsed trial (nothing for one that
+        records no scores, such as FIFO)."""
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if collapse_reason(self.stop, result):

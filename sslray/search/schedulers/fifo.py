@@ -12,11 +12,11 @@ from sslray.search.schedulers.base import Scheduler, Sound
 
 @dataclass
 class FifoConfig:
-    pass
+    """FIFO takes no settings."""
 
 
 class SoundFIFO(Sound, FIFOScheduler):
-    pass
+    """Ray's FIFO (every trial to its end) that still stops a diverged or collapsed trial."""
 
 
 class Fifo(Scheduler):
