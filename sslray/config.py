@@ -312,13 +312,8 @@ def compose(path: Path, raw: dict) -> dict:
 def read_composed(path: Path) -> dict:
     """A run config file as a raw mapping; a search-space file (it has a ``search:`` section) as the
     base config every trial starts from (:func:`compose`)."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        raw = None  # read_yaml names the problem
-    if isinstance(raw, dict) and "search" in raw:
-        return compose(path, read_yaml(path, "search-space file", "a mapping with base, config and search"))
-    return read_yaml(path)
+    raw = read_yaml(path)
+    return compose(path, raw) if "search" in raw else raw
 
 
 def deep_merge(a: dict, b: dict) -> dict:
